@@ -1,0 +1,464 @@
+"""The one replay buffer: a fixed-capacity ring of JAX arrays that lives on the device.
+
+Layout. Storage is ``[T, E, ...]``: one ring column per vector env (``T = capacity // E``), so
+an env's steps are contiguous in time. A slot holds what the env gave at one step:
+``obs``, ``action``, ``reward`` (scalar or vector), ``terminated``, ``truncated`` (of the
+transition that starts at this slot), its ``episode`` id and ``step`` within the episode,
+and any declared extra fields. The next observation of slot ``t`` is slot ``t + 1``. When an
+episode ends, its final observation gets a slot of its own marked ``final`` (no action, no
+reward), so every observation is stored once and the final one is never lost. The cost is
+one slot per episode.
+
+The buffer is functional: :class:`Replay` is a static, hashable description (shapes,
+capacity) whose methods are pure functions of a :class:`ReplayState` pytree, so ``add`` and
+the samplers jit, scan and run inside an agent's update. Samplers draw uniformly over the
+*valid* starts (rejection sampling in a ``while_loop``), so the result is exact, not
+approximately uniform. Every sample has a ``valid`` mask that is all true whenever the
+buffer holds at least one valid start; see :meth:`Replay.num_valid`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Redraw rounds before giving up on a sample (and leaving `valid` false). A round redraws only
+# the invalid draws, so this is only reached when (almost) nothing valid is stored.
+MAX_DRAW_ROUNDS = 64
+
+
+class ReplayState(NamedTuple):
+    data: dict  # name -> [T, E, ...]
+    ptr: jax.Array  # [E] next slot each column writes
+    count: jax.Array  # [E] slots of each column that hold data (<= T)
+    episode: jax.Array  # [E] id of each env's current episode
+    step: jax.Array  # [E] step of each env within its current episode
+    next_episode: jax.Array  # [] next unused episode id
+
+
+def _dt(dtype) -> str:
+    """Storage dtype: JAX runs without 64-bit types by default."""
+    d = np.dtype(dtype)
+    return {"float64": "float32", "int64": "int32", "uint64": "uint32"}.get(d.name, d.name)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Static description of a buffer. Build with :meth:`from_spec`."""
+
+    capacity: int
+    num_envs: int
+    obs_shape: tuple
+    obs_dtype: str
+    action_shape: tuple
+    action_dtype: str
+    reward_shape: tuple = ()
+    extras: tuple = field(default=())  # ((name, shape, dtype), ...)
+
+    def __post_init__(self):
+        if self.num_envs < 1 or self.capacity < 2 * self.num_envs:
+            raise ValueError(
+                f"replay capacity must be at least 2 slots per env; got capacity={self.capacity} "
+                f"for num_envs={self.num_envs}"
+            )
+        reserved = set(self._step_fields()) | {"next_obs", "valid", "discount", "start"}
+        for name, _, _ in self.extras:
+            if name in reserved or name.startswith("next_"):
+                raise ValueError(f"extra field name '{name}' is reserved; pick another name")
+
+    @classmethod
+    def from_spec(cls, spec, capacity: int, extras: dict | None = None) -> Replay:
+        """A buffer for ``spec`` (an :class:`rl.envs.EnvSpec`) holding ``capacity`` steps.
+
+        ``extras`` declares additional per-step fields: ``{"frame": ((64, 64, 3), "uint8")}``.
+        """
+        ex = tuple((k, tuple(s), _dt(d)) for k, (s, d) in (extras or {}).items())
+        return cls(
+            capacity=int(capacity),
+            num_envs=spec.num_envs,
+            obs_shape=tuple(spec.obs_shape),
+            obs_dtype=_dt(spec.obs_dtype),
+            action_shape=tuple(spec.action_shape),
+            action_dtype=_dt(spec.action_dtype),
+            reward_shape=tuple(spec.reward_shape),
+            extras=ex,
+        )
+
+    # -- sizes -----------------------------------------------------------------------------
+
+    @property
+    def length(self) -> int:
+        """Slots per env column."""
+        return self.capacity // self.num_envs
+
+    def _step_fields(self) -> dict:
+        return {
+            "obs": (self.obs_shape, self.obs_dtype),
+            "action": (self.action_shape, self.action_dtype),
+            "reward": (self.reward_shape, "float32"),
+            "terminated": ((), "bool"),
+            "truncated": ((), "bool"),
+            "final": ((), "bool"),
+            "episode": ((), "int32"),
+            "step": ((), "int32"),
+        }
+
+    def fields(self) -> dict:
+        return {**self._step_fields(), **{k: (s, d) for k, s, d in self.extras}}
+
+    @property
+    def bytes_per_step(self) -> int:
+        return sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for s, d in self.fields().values())
+
+    @property
+    def nbytes(self) -> int:
+        return self.bytes_per_step * self.length * self.num_envs
+
+    # -- create / add ----------------------------------------------------------------------
+
+    def init(self, device=None) -> ReplayState:
+        """Allocate the buffer, failing first if it cannot fit in the device's free memory."""
+        device = device or jax.devices()[0]
+        free = _free_bytes(device)
+        if free is not None and self.nbytes > free:
+            raise MemoryError(
+                f"replay needs {self.nbytes / 2**30:.2f} GiB ({self.capacity} steps x "
+                f"{self.bytes_per_step} bytes) but {device.platform} has {free / 2**30:.2f} GiB free; "
+                "lower the capacity"
+            )
+        T, E = self.length, self.num_envs
+        with jax.default_device(device):
+            data = {k: jnp.zeros((T, E, *s), d) for k, (s, d) in self.fields().items()}
+            zeros = jnp.zeros((E,), jnp.int32)
+            return ReplayState(data, zeros, zeros, jnp.arange(E, dtype=jnp.int32), zeros, jnp.int32(E))
+
+    def add(self, state, obs, action, reward, terminated, truncated, next_obs, extras=None, next_extras=None):
+        """Append one vector-env step (every array has a leading ``num_envs`` axis).
+
+        ``next_obs`` is the true next observation (``info["next_obs"]`` from :mod:`rl.envs`);
+        it is written only where the episode ended, as that episode's ``final`` slot. Where it
+        did not end, the next call's ``obs`` is the next slot. ``next_extras`` are the extras
+        of that final observation (zeros when omitted).
+        """
+        T, E = self.length, self.num_envs
+        cols = jnp.arange(E)
+        t = state.ptr
+        terminated = jnp.asarray(terminated, bool)
+        truncated = jnp.asarray(truncated, bool)
+        done = terminated | truncated
+        row = {
+            "obs": obs,
+            "action": action,
+            "reward": reward,
+            "terminated": terminated,
+            "truncated": truncated,
+            "final": jnp.zeros(E, bool),
+            "episode": state.episode,
+            "step": state.step,
+            **(extras or {}),
+        }
+        last = {
+            "obs": next_obs,
+            "final": jnp.ones(E, bool),
+            "episode": state.episode,
+            "step": state.step + 1,
+            **(next_extras or {}),
+        }
+        # Final slots are written only for finished episodes: other columns get an
+        # out-of-range index, which the scatter drops.
+        f = jnp.where(done, (t + 1) % T, T)
+        data = {}
+        for k, (shape, dtype) in self.fields().items():
+            if k not in row:
+                raise KeyError(f"add() is missing the declared extra field '{k}'")
+            buf = state.data[k].at[t, cols].set(jnp.asarray(row[k], dtype).reshape(E, *shape))
+            v = last.get(k)
+            v = jnp.zeros((E, *shape), dtype) if v is None else jnp.asarray(v, dtype).reshape(E, *shape)
+            data[k] = buf.at[f, cols].set(v, mode="drop")
+        advance = 1 + done.astype(jnp.int32)
+        new_ids = state.next_episode + jnp.cumsum(done) - 1
+        return ReplayState(
+            data=data,
+            ptr=(t + advance) % T,
+            count=jnp.minimum(state.count + advance, T),
+            episode=jnp.where(done, new_ids, state.episode).astype(jnp.int32),
+            step=jnp.where(done, 0, state.step + 1).astype(jnp.int32),
+            next_episode=(state.next_episode + done.sum()).astype(jnp.int32),
+        )
+
+    def size(self, state) -> jax.Array:
+        """Slots holding data (transitions plus final observations)."""
+        return state.count.sum()
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def _draw(self, state, key, batch_size: int, min_age: int, is_valid):
+        """Uniform (slot, column) pairs over the starts that ``is_valid`` accepts.
+
+        A slot's age is how many steps ago its column wrote it (0 = newest). Ages are drawn
+        in [min_age, max count) and rejected when the column holds fewer slots or
+        ``is_valid(t, j, age)`` is false, so accepted draws are uniform over valid starts.
+        """
+        T, E = self.length, self.num_envs
+        hi = jnp.maximum(state.count.max(), min_age + 1)
+
+        def draw(k):
+            kj, ka = jax.random.split(k)
+            j = jax.random.randint(kj, (batch_size,), 0, E)
+            age = jax.random.randint(ka, (batch_size,), min_age, hi)
+            t = (state.ptr[j] - 1 - age) % T
+            ok = (age < state.count[j]) & is_valid(t, j, age)
+            return t, j, ok
+
+        def cond(c):
+            return (~c[3].all()) & (c[4] < MAX_DRAW_ROUNDS)
+
+        def body(c):
+            k, t, j, ok, i = c
+            k, sub = jax.random.split(k)
+            t2, j2, ok2 = draw(sub)
+            return k, jnp.where(ok, t, t2), jnp.where(ok, j, j2), ok | ok2, i + 1
+
+        key, sub = jax.random.split(key)
+        t, j, ok = draw(sub)
+        _, t, j, ok, _ = jax.lax.while_loop(cond, body, (key, t, j, ok, 0))
+        return t, j, ok
+
+    def _gather(self, state, t, j, names=None):
+        return {k: state.data[k][t, j] for k in (names or self.fields())}
+
+    def _extras(self):
+        return [k for k, _, _ in self.extras]
+
+    def _n_step(self, state, t, j, age, n: int, gamma: float):
+        """Accumulate up to ``n`` rewards from slot t; stop at the episode's end.
+
+        Returns (return, steps taken m, terminated, truncated, ok) where ok says every
+        accumulated step's successor slot has been written (age - k >= 1).
+        """
+        T = self.length
+        ret = jnp.zeros(t.shape + self.reward_shape, jnp.float32)
+        disc = jnp.ones(t.shape, jnp.float32)
+        alive = jnp.ones(t.shape, bool)
+        m = jnp.zeros(t.shape, jnp.int32)
+        term = jnp.zeros(t.shape, bool)
+        trunc = jnp.zeros(t.shape, bool)
+        ok = ~state.data["final"][t, j]
+        for k in range(n):
+            s = (t + k) % T
+            ok &= ~alive | (age - k >= 1)
+            r = state.data["reward"][s, j]
+            w = jnp.where(alive, disc, 0.0)
+            ret = ret + w.reshape(w.shape + (1,) * len(self.reward_shape)) * r
+            te, tr = state.data["terminated"][s, j], state.data["truncated"][s, j]
+            term |= alive & te
+            trunc |= alive & tr
+            m = m + alive.astype(jnp.int32)
+            disc = disc * gamma
+            alive &= ~(te | tr)
+        return ret, m, term, trunc, ok
+
+    def sample(self, state, key, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict:
+        """Uniform transitions. Returns obs, action, reward, next_obs, terminated, truncated,
+        discount (gamma ** steps accumulated), episode, step, valid, each extra and
+        ``next_<extra>``. With ``n_step > 1`` the reward is the discounted n-step env return,
+        cut at the episode's end, and next_obs is the observation n steps (or fewer) later.
+        Agents bootstrap with ``discount * (1 - terminated)``: truncation still bootstraps.
+        """
+        T = self.length
+
+        def valid(t, j, age):
+            return self._n_step(state, t, j, age, n_step, gamma)[4]
+
+        t, j, ok = self._draw(state, key, batch_size, 1, valid)
+        age = (state.ptr[j] - 1 - t) % T
+        ret, m, term, trunc, _ = self._n_step(state, t, j, age, n_step, gamma)
+        nxt = (t + m) % T
+        out = self._gather(state, t, j)
+        out.pop("final")
+        out.update(
+            reward=ret,
+            next_obs=state.data["obs"][nxt, j],
+            terminated=term,
+            truncated=trunc,
+            discount=jnp.float32(gamma) ** m.astype(jnp.float32),
+            valid=ok,
+        )
+        for k in self._extras():
+            out[f"next_{k}"] = state.data[k][nxt, j]
+        return out
+
+    def _windows(self, state, key, batch_size, length, same_episode, no_final_last):
+        T = self.length
+        if length < 1 or length > T:
+            raise ValueError(f"window length must be in [1, {T}], got {length}")
+        offs = jnp.arange(length)
+
+        def valid(t, j, age):
+            end = (t + length - 1) % T
+            ok = jnp.ones(t.shape, bool)
+            if same_episode:
+                ok &= state.data["episode"][t, j] == state.data["episode"][end, j]
+            if no_final_last:
+                ok &= ~state.data["final"][end, j]
+            return ok
+
+        t, j, ok = self._draw(state, key, batch_size, length - 1, valid)
+        idx = (t[:, None] + offs[None, :]) % T
+        out = {k: v[idx, j[:, None]] for k, v in state.data.items()}
+        out["valid"] = ok
+        return out
+
+    def sample_sequences(
+        self, state, key, batch_size: int, length: int, cross_episodes: bool = False
+    ) -> dict:
+        """Contiguous ``[B, length]`` windows of slots (Dreamer-style), uniform over starts.
+
+        A window never crosses an episode start unless ``cross_episodes``; it may end on the
+        episode's ``final`` slot (its observation is the last one; action and reward are
+        zeros there). ``step == 0`` marks an episode's first slot.
+        """
+        return self._windows(state, key, batch_size, length, not cross_episodes, False)
+
+    def sample_segments(self, state, key, batch_size: int, length: int) -> dict:
+        """Fixed-length ``[B, length]`` segments of (obs, action, reward) inside one episode, for
+        preference queries; adds per-segment ``episode`` id and ``start`` step, ``[B]``."""
+        out = self._windows(state, key, batch_size, length, True, True)
+        out["start"] = out["step"][:, 0]
+        out["segment_episode"] = out["episode"][:, 0]
+        return out
+
+    def num_valid(
+        self, state, length: int | None = None, same_episode: bool = True, no_final_last: bool = False
+    ) -> int:
+        """Host-side count of valid starts: transitions (``length=None``) or windows of
+        ``length`` (as :meth:`sample_sequences`, or :meth:`sample_segments` with
+        ``no_final_last``). O(capacity): for checks outside the training loop."""
+        final, episode = np.asarray(state.data["final"]), np.asarray(state.data["episode"])
+        ptr, count = np.asarray(state.ptr), np.asarray(state.count)
+        T, n = self.length, 0
+        for j in range(self.num_envs):
+            if length is None:
+                t = (ptr[j] - 1 - np.arange(1, count[j])) % T
+                n += int((~final[t, j]).sum())
+                continue
+            t = (ptr[j] - 1 - np.arange(length - 1, count[j])) % T
+            end = (t + length - 1) % T
+            ok = np.ones(len(t), bool)
+            if same_episode:
+                ok &= episode[t, j] == episode[end, j]
+            if no_final_last:
+                ok &= ~final[end, j]
+            n += int(ok.sum())
+        return n
+
+    # -- save / load -----------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        return {
+            "capacity": self.capacity,
+            "num_envs": self.num_envs,
+            "obs_shape": list(self.obs_shape),
+            "obs_dtype": self.obs_dtype,
+            "action_shape": list(self.action_shape),
+            "action_dtype": self.action_dtype,
+            "reward_shape": list(self.reward_shape),
+            "extras": [[k, list(s), d] for k, s, d in self.extras],
+        }
+
+    def save(self, state: ReplayState, path) -> None:
+        """Write to directory ``path`` atomically: a new directory is renamed into place."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            host = jax.device_get(state._asdict())
+            for k, v in host.pop("data").items():
+                np.save(tmp / f"data.{k}.npy", np.asarray(v), allow_pickle=False)
+            for k, v in host.items():
+                np.save(tmp / f"{k}.npy", np.asarray(v), allow_pickle=False)
+            (tmp / "replay.json").write_text(json.dumps(self.describe()))
+            _fsync_dir(tmp)
+            old = path.with_name(f".{path.name}.old")
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path, device=None) -> tuple[Replay, ReplayState]:
+        """Read a buffer written by :meth:`save` (no pickle)."""
+        path = Path(path)
+        if not (path / "replay.json").exists():
+            old = path.with_name(f".{path.name}.old")
+            if (old / "replay.json").exists():  # a save was interrupted between its renames
+                path = old
+            else:
+                raise FileNotFoundError(f"no saved replay at {path} (expected {path / 'replay.json'})")
+        d = json.loads((path / "replay.json").read_text())
+        replay = cls(
+            capacity=d["capacity"],
+            num_envs=d["num_envs"],
+            obs_shape=tuple(d["obs_shape"]),
+            obs_dtype=d["obs_dtype"],
+            action_shape=tuple(d["action_shape"]),
+            action_dtype=d["action_dtype"],
+            reward_shape=tuple(d["reward_shape"]),
+            extras=tuple((k, tuple(s), dt) for k, s, dt in d["extras"]),
+        )
+        device = device or jax.devices()[0]
+
+        def read(name):
+            return jax.device_put(np.load(path / f"{name}.npy", allow_pickle=False), device)
+
+        state = ReplayState(
+            data={k: read(f"data.{k}") for k in replay.fields()},
+            ptr=read("ptr"),
+            count=read("count"),
+            episode=read("episode"),
+            step=read("step"),
+            next_episode=read("next_episode"),
+        )
+        return replay, state
+
+
+def _fsync_dir(path: Path) -> None:
+    for p in path.iterdir():
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _free_bytes(device) -> int | None:
+    """Free memory where the buffer will live: host RAM for CPU, device memory otherwise."""
+    if device.platform == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return None
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    return None
