@@ -164,7 +164,7 @@ def test_wraparound_keeps_newest_and_final_obs():
 
 
 def test_vector_rewards_and_n_step():
-    replay, ref = make_replay(16, 1, reward_shape=(2,)), None
+    replay = make_replay(16, 1, reward_shape=(2,))
     state = replay.init()
     for i in range(5):
         state = replay.add(
