@@ -138,8 +138,13 @@ class Replay:
         T, E = self.length, self.num_envs
         with jax.default_device(device):
             data = {k: jnp.zeros((T, E, *s), d) for k, (s, d) in self.fields().items()}
-            zeros = jnp.zeros((E,), jnp.int32)
-            return ReplayState(data, zeros, zeros, jnp.arange(E, dtype=jnp.int32), zeros, jnp.int32(E))
+
+            def zeros():  # distinct buffers, so the state can be donated
+                return jnp.zeros((E,), jnp.int32)
+
+            return ReplayState(
+                data, zeros(), zeros(), jnp.arange(E, dtype=jnp.int32), zeros(), jnp.array(E, jnp.int32)
+            )
 
     def add(self, state, obs, action, reward, terminated, truncated, next_obs, extras=None, next_extras=None):
         """Append one vector-env step (every array has a leading ``num_envs`` axis).
@@ -150,7 +155,6 @@ class Replay:
         of that final observation (zeros when omitted).
         """
         T, E = self.length, self.num_envs
-        cols = jnp.arange(E)
         t = state.ptr
         terminated = jnp.asarray(terminated, bool)
         truncated = jnp.asarray(truncated, bool)
@@ -166,6 +170,11 @@ class Replay:
             "step": state.step,
             **(extras or {}),
         }
+        missing = set(self.fields()) - set(row)
+        if missing:
+            raise KeyError(f"add() is missing the declared extra field(s) {sorted(missing)}")
+        data = self._put(state.data, t, row)
+        # Final slots only for finished episodes: other columns get index T, which is dropped.
         last = {
             "obs": next_obs,
             "final": jnp.ones(E, bool),
@@ -173,26 +182,52 @@ class Replay:
             "step": state.step + 1,
             **(next_extras or {}),
         }
-        # Final slots are written only for finished episodes: other columns get an
-        # out-of-range index, which the scatter drops.
-        f = jnp.where(done, (t + 1) % T, T)
-        data = {}
+        data = self._put(data, jnp.where(done, (t + 1) % T, T), last)
+        return self._advance(
+            state, data, 1 + done.astype(jnp.int32), done, jnp.where(done, 0, state.step + 1)
+        )
+
+    def close_episodes(self, state, next_obs):
+        """End every open episode as truncated, with ``next_obs`` as its final observation.
+
+        A resumed run cannot continue the envs' episodes (their simulator state is not in a
+        checkpoint), so the episodes open at the checkpoint end there, truncated: their last
+        transition still bootstraps from the observation the env had given.
+        """
+        T, E = self.length, self.num_envs
+        cols = jnp.arange(E)
+        last = (state.ptr - 1) % T
+        is_open = (state.count > 0) & ~state.data["final"][last, cols]
+        data = dict(state.data)
+        data["truncated"] = data["truncated"].at[last, cols].set(data["truncated"][last, cols] | is_open)
+        final = {"obs": next_obs, "final": jnp.ones(E, bool), "episode": state.episode, "step": state.step}
+        data = self._put(data, jnp.where(is_open, state.ptr, T), final)
+        return self._advance(
+            state, data, is_open.astype(jnp.int32), is_open, jnp.where(is_open, 0, state.step)
+        )
+
+    def _put(self, data, index, row):
+        """Write one slot per column at ``index`` ([E]); fields absent from ``row`` get zeros;
+        out-of-range indices are dropped."""
+        E, cols = self.num_envs, jnp.arange(self.num_envs)
+        out = {}
         for k, (shape, dtype) in self.fields().items():
-            if k not in row:
-                raise KeyError(f"add() is missing the declared extra field '{k}'")
-            buf = state.data[k].at[t, cols].set(jnp.asarray(row[k], dtype).reshape(E, *shape))
-            v = last.get(k)
+            v = row.get(k)
             v = jnp.zeros((E, *shape), dtype) if v is None else jnp.asarray(v, dtype).reshape(E, *shape)
-            data[k] = buf.at[f, cols].set(v, mode="drop")
-        advance = 1 + done.astype(jnp.int32)
-        new_ids = state.next_episode + jnp.cumsum(done) - 1
+            out[k] = data[k].at[index, cols].set(v, mode="drop")
+        return out
+
+    def _advance(self, state, data, written, ended, step):
+        """Move each column's pointer by ``written`` slots; ended episodes get fresh ids."""
+        T = self.length
+        new_ids = state.next_episode + jnp.cumsum(ended) - 1
         return ReplayState(
             data=data,
-            ptr=(t + advance) % T,
-            count=jnp.minimum(state.count + advance, T),
-            episode=jnp.where(done, new_ids, state.episode).astype(jnp.int32),
-            step=jnp.where(done, 0, state.step + 1).astype(jnp.int32),
-            next_episode=(state.next_episode + done.sum()).astype(jnp.int32),
+            ptr=(state.ptr + written) % T,
+            count=jnp.minimum(state.count + written, T),
+            episode=jnp.where(ended, new_ids, state.episode).astype(jnp.int32),
+            step=step.astype(jnp.int32),
+            next_episode=(state.next_episode + ended.sum()).astype(jnp.int32),
         )
 
     def size(self, state) -> jax.Array:
@@ -435,7 +470,10 @@ class Replay:
 
 
 def _fsync_dir(path: Path) -> None:
+    """Flush a directory's files and its entry list to disk before it is renamed into place."""
     for p in path.iterdir():
+        if not p.is_file():
+            continue
         with open(p, "rb") as f:
             os.fsync(f.fileno())
     fd = os.open(path, os.O_RDONLY)

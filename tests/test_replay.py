@@ -323,3 +323,26 @@ def test_add_and_sample_run_inside_jit_and_scan():
 
     assert float(many(state, jax.random.PRNGKey(0))) == 4 * 16.0
     assert jnp.issubdtype(state.ptr.dtype, jnp.integer)
+
+
+def test_close_episodes_truncates_open_ones_with_their_next_obs():
+    replay = make_replay(T=16, E=2)
+    state = replay.init()
+    for i in range(3):
+        state = replay.add(
+            state,
+            np.full((2, 2), i, np.float32),
+            np.zeros(2, np.int32),
+            np.ones(2),
+            np.array([False, i == 2]),
+            np.zeros(2, bool),
+            np.full((2, 2), 10 + i, np.float32),
+        )
+    closed = replay.close_episodes(state, np.full((2, 2), 99, np.float32))
+    # env 0 was mid-episode: its last transition becomes truncated and bootstraps from obs 99
+    b = jax.device_get(replay.sample(closed, jax.random.PRNGKey(0), 256))
+    last0 = (b["obs"][:, 0] == 2) & (b["next_obs"][:, 0] == 99)
+    assert last0.any() and b["truncated"][last0].all()
+    # env 1 had just ended: nothing changes there
+    assert int(closed.ptr[1]) == int(state.ptr[1]) and int(closed.ptr[0]) == int(state.ptr[0]) + 1
+    assert int(closed.step[0]) == 0 and int(closed.episode[0]) != int(state.episode[0])

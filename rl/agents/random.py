@@ -1,0 +1,172 @@
+"""Uniform random policy.
+
+The baseline that normalized scores are measured against (e.g. Atari human-normalized
+scores use random-policy returns), and the smallest agent that runs the whole loop every
+agent runs: envs -> replay -> metrics, progress, checkpoints, evaluation, resume. Learning
+agents follow the same shape with networks, an optimizer and ``update``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+
+from rl import checkpoint, envs
+from rl import config as config_lib
+from rl.config import Common
+from rl.replay import Replay
+from rl.runs import Run, write_video
+
+
+@dataclass
+class Config(Common):
+    total_steps: int = 20_000  # env steps
+    buffer_size: int = 100_000  # replay capacity in steps
+    batch_size: int = 256  # transitions sampled per metrics line (replay statistics)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.buffer_size < 2 * self.num_envs:
+            raise config_lib.ConfigError(f"buffer_size must be >= 2 * num_envs, got {self.buffer_size}")
+        if self.batch_size < 1:
+            raise config_lib.ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+class State(NamedTuple):
+    key: jax.Array  # PRNG key (raw uint32, so it serializes)
+    step: jax.Array  # env steps taken
+    obs: jax.Array  # the envs' current observations: a resumed run ends their episodes with them
+
+
+def init(cfg: Config, spec: envs.EnvSpec, key) -> State:
+    obs = np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype)
+    return State(key=key, step=jnp.int32(0), obs=obs)
+
+
+def make_act(spec: envs.EnvSpec):
+    """``act(key, obs) -> actions``: uniform over the action space (normal where unbounded)."""
+    space, n = spec.action_space, spec.num_envs
+    if isinstance(space, gym.spaces.Discrete):
+        start = int(space.start)
+        return jax.jit(lambda key, obs: jax.random.randint(key, (n,), start, start + space.n))
+    if isinstance(space, gym.spaces.Box):
+        low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        bounded = np.isfinite(low) & np.isfinite(high)
+        low_b, high_b = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)
+
+        def act(key, obs):
+            u = jax.random.uniform(key, (n, *space.shape), minval=low_b, maxval=high_b)
+            return jnp.where(bounded, u, jax.random.normal(key, (n, *space.shape)))
+
+        return jax.jit(act)
+    raise ValueError(f"random agent: unsupported action space {space}")
+
+
+def batch_metrics(batch) -> dict:
+    """What one replay sample looks like: a cheap check that the buffer holds real data."""
+    return {
+        "replay/reward_mean": jnp.mean(batch["reward"]),
+        "replay/terminated_frac": jnp.mean(batch["terminated"]),
+    }
+
+
+def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
+    """Run the loop for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
+    run = run or Run.create(cfg, "random")
+    print(yaml.safe_dump(config_lib.to_dict(run.cfg), sort_keys=False), flush=True)
+    env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
+    replay = Replay.from_spec(spec, cfg.buffer_size)
+    state = init(cfg, spec, jax.random.PRNGKey(cfg.seed))
+    obs, _ = env.reset()
+    if resume is not None:
+        state, replay, rstate, _ = checkpoint.load(resume, state)
+        rstate = replay.close_episodes(rstate, state.obs)
+        # Fresh episodes, seeded by the step so a resume from this checkpoint is reproducible.
+        obs, _ = env.reset(seed=cfg.seed + int(state.step))
+    else:
+        rstate = replay.init()
+    act = make_act(spec)
+    add = jax.jit(replay.add, donate_argnums=0)
+    sample = jax.jit(lambda rs, k: batch_metrics(replay.sample(rs, k, cfg.batch_size)))
+    key, step = state.key, int(state.step)
+    next_log = (step // cfg.log_every + 1) * cfg.log_every
+    every = cfg.checkpoint_every
+    next_ckpt = (step // every + 1) * every if every else None
+    next_eval = (step // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
+
+    def save():
+        run.save_checkpoint(step, State(key, jnp.int32(step), obs), replay, rstate)
+
+    try:
+        while step < cfg.total_steps:
+            key, k_act = jax.random.split(key)
+            action = np.asarray(act(k_act, obs))
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            rstate = add(rstate, obs, action, reward, terminated, truncated, info["next_obs"])
+            obs = next_obs
+            step += cfg.num_envs
+            run.record_episodes(info["episodes"])
+            if step >= next_log or step >= cfg.total_steps:
+                key, k_s = jax.random.split(key)
+                metrics = {
+                    **run.episode_metrics(),
+                    "perf/sps": run.sps(step),
+                    "replay/size": int(replay.size(rstate)),
+                    **jax.device_get(sample(rstate, k_s)),
+                }
+                run.check_finite(step, metrics)
+                run.log(step, metrics)
+                next_log += cfg.log_every
+            if next_eval is not None and step >= next_eval:
+                run.log(step, evaluate(cfg, State(key, jnp.int32(step), obs), cfg.eval_episodes))
+                next_eval += cfg.eval_every
+            if next_ckpt is not None and step >= next_ckpt:
+                save()
+                next_ckpt += every
+            run.progress(step, cfg.total_steps)
+        save()
+        final = evaluate(cfg, State(key, jnp.int32(step), obs), cfg.eval_episodes)
+        run.log(step, final)
+        summary = run.finish({"steps": step, **final})
+    finally:
+        run.close()
+        env.close()
+    print(f"done: eval/episode_return {summary['eval/episode_return']:.2f} over {cfg.eval_episodes} episodes")
+    print(f"metrics: {summary['metrics']}")
+    if "curve" in summary:
+        print(f"learning curve: {summary['curve']}")
+    return summary
+
+
+def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
+    """Mean return of ``episodes`` episodes on a separately seeded env; optionally an mp4 of the first."""
+    env, spec = envs.make(
+        cfg.env, 1, cfg.seed + 10_000, **{**cfg.env_options, "render": video_path is not None}
+    )
+    act = make_act(spec)
+    key = jax.random.fold_in(state.key, 1)
+    returns, frames = [], []
+    obs, _ = env.reset()
+    while len(returns) < episodes:
+        key, k = jax.random.split(key)
+        obs, _, _, _, info = env.step(np.asarray(act(k, obs)))
+        if video_path is not None and not returns:
+            frames.append(env.envs[0].render())
+        returns += [np.asarray(e["return"], np.float64) for e in info["episodes"]]
+    env.close()
+    mean = np.mean(returns, axis=0)
+    out = {
+        "eval/episode_return": float(np.sum(mean)),
+        "eval/episode_return_std": float(np.std(np.sum(returns, axis=-1) if mean.ndim else returns)),
+    }
+    if mean.ndim:
+        out.update({f"eval/episode_return/{i}": float(m) for i, m in enumerate(mean)})
+    if video_path is not None and frames:
+        out["video"] = str(write_video(frames, video_path))
+    return out

@@ -1,0 +1,140 @@
+"""``rl``: train, resume, evaluate, list envs, benchmark.
+
+rl train AGENT --env ID [--config PRESET ...] [key=value ...]
+rl resume RUN_DIR
+rl eval RUN_DIR [--episodes N] [--video]
+rl envs [NAMESPACE]
+rl bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+from rl import agents, checkpoint  # noqa: I001
+from rl import config as config_lib
+
+
+def _train(args) -> None:
+    module = agents.get(args.agent)
+    presets = [args.agent] if (config_lib.CONFIGS_DIR / f"{args.agent}.yaml").exists() else []
+    overrides = config_lib.parse_overrides(args.overrides)
+    if args.env:
+        overrides["env"] = args.env
+    cfg = config_lib.build(module.Config, presets + (args.config or []), overrides)
+    module.train(cfg)
+
+
+def _resume(args) -> None:
+    from rl.runs import Run
+
+    data = (
+        config_lib.load_yaml(Path(args.run_dir) / "config.yaml")
+        if (Path(args.run_dir) / "config.yaml").exists()
+        else {}
+    )
+    if "agent" not in data:
+        raise FileNotFoundError(f"{args.run_dir} is not a run directory (no config.yaml naming its agent)")
+    module = agents.get(data["agent"])
+    run, ckpt = Run.resume(args.run_dir, module.Config)
+    print(f"resuming {run.dir} from {ckpt.name}")
+    module.train(run.cfg, run=run, resume=ckpt)
+
+
+def _eval(args) -> None:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    data = config_lib.load_yaml(run_dir / "config.yaml")
+    module = agents.get(data.pop("agent"))
+    cfg = config_lib.build(module.Config, overrides=data)
+    ckpt = checkpoint.latest(run_dir / "checkpoints")
+    if ckpt is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
+    from rl import envs
+
+    _, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
+    import jax
+
+    state = checkpoint.load(ckpt, module.init(cfg, spec, jax.random.PRNGKey(cfg.seed)))[0]
+    video = run_dir / "videos" / f"eval-{ckpt.name}.mp4" if args.video else None
+    result = module.evaluate(cfg, state, args.episodes, video_path=video)
+    result = {"checkpoint": ckpt.name, "episodes": args.episodes, **result}
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def _envs(args) -> None:
+    from rl import envs
+
+    for ns in [args.namespace] if args.namespace else envs.NAMESPACES:
+        ids = envs.list_ids(ns)
+        print(f"{ns} ({len(ids)} ids, e.g. {envs._EXAMPLES[ns]})")
+        if args.namespace or args.all:
+            for i in ids:
+                print(f"  {ns}:{i}")
+
+
+def _bench(args) -> None:
+    script = Path(__file__).resolve().parent.parent / "experiments" / "bench" / "foundation.py"
+    if not script.exists():
+        raise FileNotFoundError(f"benchmark script {script} not found (it ships with the repository)")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="rl", description="rewardlab: reward design on JAX agents")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an agent")
+    t.add_argument("agent", help=f"one of: {', '.join(agents.AGENTS)}")
+    t.add_argument("--env", help="namespace:id, e.g. gym:HalfCheetah-v5 (see `rl envs`)")
+    t.add_argument("--config", action="append", help="YAML preset in configs/ or a path (repeatable)")
+    t.add_argument("overrides", nargs="*", help="key=value config overrides (nested keys with dots)")
+    t.set_defaults(fn=_train)
+
+    r = sub.add_parser("resume", help="continue a run from its latest checkpoint")
+    r.add_argument("run_dir")
+    r.set_defaults(fn=_resume)
+
+    e = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--video", action="store_true", help="record the first episode to videos/")
+    e.set_defaults(fn=_eval)
+
+    v = sub.add_parser("envs", help="list supported environments")
+    v.add_argument("namespace", nargs="?", help="list every id of one namespace")
+    v.add_argument("--all", action="store_true", help="list every id of every namespace")
+    v.set_defaults(fn=_envs)
+
+    b = sub.add_parser("bench", help="environment, rendering and replay throughput")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(fn=_bench)
+
+    # key=value overrides may stand anywhere after the agent, between options too
+    args, extra = p.parse_known_args(argv)
+    if extra:
+        bad = [x for x in extra if "=" not in x or x.startswith("-") or args.command != "train"]
+        if bad:
+            p.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = list(args.overrides) + extra
+    try:
+        args.fn(args)
+    except (config_lib.ConfigError, ValueError, FileNotFoundError, FileExistsError, MemoryError) as err:
+        if os.environ.get("RL_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        print("(set RL_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
