@@ -41,7 +41,7 @@ def _resume(args) -> None:
     if "agent" not in data:
         raise FileNotFoundError(f"{args.run_dir} is not a run directory (no config.yaml naming its agent)")
     module = agents.get(data["agent"])
-    run, ckpt = Run.resume(args.run_dir, module.Config)
+    run, ckpt = Run.resume(args.run_dir, module.Config, config_lib.parse_overrides(args.overrides))
     print(f"resuming {run.dir} from {ckpt.name}")
     module.train(run.cfg, run=run, resume=ckpt)
 
@@ -101,6 +101,7 @@ def main(argv=None) -> int:
 
     r = sub.add_parser("resume", help="continue a run from its latest checkpoint")
     r.add_argument("run_dir")
+    r.add_argument("overrides", nargs="*", help="key=value changes, e.g. total_steps=2000000 to extend a run")
     r.set_defaults(fn=_resume)
 
     e = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
@@ -121,7 +122,9 @@ def main(argv=None) -> int:
     # key=value overrides may stand anywhere after the agent, between options too
     args, extra = p.parse_known_args(argv)
     if extra:
-        bad = [x for x in extra if "=" not in x or x.startswith("-") or args.command != "train"]
+        bad = [
+            x for x in extra if "=" not in x or x.startswith("-") or args.command not in ("train", "resume")
+        ]
         if bad:
             p.error(f"unrecognized arguments: {' '.join(bad)}")
         args.overrides = list(args.overrides) + extra

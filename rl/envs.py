@@ -166,9 +166,10 @@ def _float32(env: gym.Env) -> gym.Env:
     """JAX computes in float32: cast float64 observations once, at the source."""
     space = env.observation_space
     if isinstance(space, gym.spaces.Box) and space.dtype == np.float64:
-        from gymnasium.wrappers import DtypeObservation
+        from gymnasium.wrappers import TransformObservation
 
-        env = DtypeObservation(env, np.float32)
+        box = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
+        env = TransformObservation(env, lambda o: np.asarray(o, np.float32), box)
     return env
 
 
@@ -221,6 +222,7 @@ class DMCEnv(gym.Env):
         self._domain, self._task = domain, task
         self._repeat, self._pixels, self._size, self._camera = action_repeat, pixels, size, camera
         self.render_mode = "rgb_array" if (render or pixels) else None
+        self._renderer = None
         self._env = self._load(seed=None)
         spec = self._env.action_spec()
         self.action_space = gym.spaces.Box(
@@ -238,6 +240,7 @@ class DMCEnv(gym.Env):
 
         env = suite.load(self._domain, self._task, task_kwargs={"random": seed})
         fast_render_settings(env.physics.model)
+        self.close()  # a renderer belongs to one model
         return env
 
     def _obs(self, time_step):
@@ -263,7 +266,20 @@ class DMCEnv(gym.Env):
         return self._obs(time_step), reward, terminated, truncated, {}
 
     def render(self):
-        return self._env.physics.render(self._size, self._size, camera_id=self._camera)
+        # mujoco.Renderer keeps its scene and context between frames: about 4x faster than
+        # dm_control's physics.render, which rebuilds them on every call (same pixels).
+        import mujoco
+
+        physics = self._env.physics
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(physics.model.ptr, self._size, self._size)
+        self._renderer.update_scene(physics.data.ptr, camera=self._camera)
+        return self._renderer.render()
+
+    def close(self):
+        if getattr(self, "_renderer", None) is not None:
+            self._renderer.close()
+            self._renderer = None
 
 
 def _dmc_ids() -> list[str]:

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import subprocess
 import sys
 import time
@@ -155,15 +156,20 @@ class Run:
         return cls(path, cfg, agent)
 
     @classmethod
-    def resume(cls, path, config_cls) -> tuple[Run, Path]:
+    def resume(cls, path, config_cls, overrides: dict | None = None) -> tuple[Run, Path]:
         """Reopen a run at its latest checkpoint; metrics written after it are dropped, since
-        the resumed run writes those steps again (so no line is lost or duplicated)."""
+        the resumed run writes those steps again (so no line is lost or duplicated).
+        ``overrides`` change the saved config (e.g. a longer ``total_steps``)."""
         path = Path(path)
         if not (path / "config.yaml").exists():
             raise FileNotFoundError(f"{path} is not a run directory (no config.yaml)")
         data = config_lib.load_yaml(path / "config.yaml")
         agent = data.pop("agent")
         cfg = config_lib.build(config_cls, overrides=data)
+        if overrides:
+            cfg = config_lib.apply(cfg, overrides)
+            config_lib.validate(cfg)
+            _atomic_write(path / "config.yaml", yaml_dump({"agent": agent, **config_lib.to_dict(cfg)}))
         ckpt = checkpoint.latest(path / "checkpoints")
         if ckpt is None:
             raise FileNotFoundError(
@@ -190,7 +196,7 @@ class Run:
         try:
             import wandb
 
-            self.wandb_id = self.wandb_id or wandb.util.generate_id()
+            self.wandb_id = self.wandb_id or secrets.token_hex(4)
             self._wandb = wandb.init(
                 project="rewardlab",
                 group=self.cfg.experiment,

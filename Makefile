@@ -1,0 +1,36 @@
+# Two commands: `make run` (install + quickstart) and `make test` (install dev extra + suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?= -n 2 --durations=15
+
+.PHONY: run test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/rl train random --config random-quickstart
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check rl tests experiments
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python experiments/bench/foundation.py
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check rl tests experiments
+	$(BIN)/ruff format --check rl tests experiments
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,128 @@
+"""Run directories, metrics, mirrors and checkpoints, on real files."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rl import checkpoint
+from rl import config as C
+from rl.agents import random as agent
+from rl.replay import Replay
+from rl.runs import NonFiniteError, Run, read_metrics, truncate_metrics
+
+
+def cfg_for(tmp_path, **kw):
+    return C.build(agent.Config, overrides={"runs_dir": str(tmp_path), "run_name": "r", **kw})
+
+
+def test_run_directory_contents(tmp_path):
+    cfg = cfg_for(tmp_path, experiment="exp")
+    run = Run.create(cfg, "random")
+    assert run.dir == tmp_path / "exp" / "r"
+    run.log(10, {"train/episode_return": 1.5, "perf/sps": np.float32(3.0)})
+    run.log(20, {"train/episode_return": 2.5})
+    summary = run.finish({"steps": 20})
+    files = {p.name for p in run.dir.iterdir()}
+    assert {
+        "config.yaml",
+        "meta.json",
+        "metrics.jsonl",
+        "tb",
+        "checkpoints",
+        "videos",
+        "summary.json",
+        "curve.png",
+    } <= files
+    meta = json.loads((run.dir / "meta.json").read_text())
+    assert meta["libraries"]["jax"] and "git_commit" in meta and meta["agent"] == "random"
+    assert [r["step"] for r in read_metrics(run.dir / "metrics.jsonl")] == [10, 20]
+    assert summary["curve"].endswith("curve.png")
+    assert any(p.name.startswith("events.out.tfevents") for p in (run.dir / "tb").iterdir())
+    assert C.load_yaml(run.dir / "config.yaml")["agent"] == "random"
+    with pytest.raises(FileExistsError, match="rl resume"):
+        Run.create(cfg, "random")
+
+
+def test_wandb_offline_mirror_writes_locally(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = Run.create(cfg_for(tmp_path, wandb="offline"), "random")
+    run.log(1, {"x": 1.0})
+    run.finish({})
+    offline = list((run.dir / "wandb").glob("offline-run-*"))
+    assert offline and run.wandb_id and any(p.suffix == ".wandb" for p in offline[0].iterdir())
+
+
+def test_wandb_online_without_key_never_crashes(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    with pytest.warns(UserWarning, match="no wandb API key"):
+        run = Run.create(cfg_for(tmp_path, wandb="online"), "random")
+    run.log(1, {"x": 1.0})
+    run.finish({})
+    assert read_metrics(run.dir / "metrics.jsonl")[0]["x"] == 1.0
+
+
+def test_metrics_truncation_drops_partial_and_later_lines(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "x": ')
+    truncate_metrics(p, 2)
+    assert [r["step"] for r in read_metrics(p)] == [1, 2]
+
+
+def test_nan_stops_with_a_checkpoint_and_names_the_term(tmp_path):
+    run = Run.create(cfg_for(tmp_path), "random")
+    saved = []
+    with pytest.raises(NonFiniteError, match="loss/critic"):
+        run.check_finite(5, {"loss/critic": float("nan"), "loss/actor": 1.0}, save_fn=lambda: saved.append(1))
+    assert saved == [1]
+    run.close()
+
+
+def test_checkpoint_round_trip_and_atomicity(tmp_path):
+    state = {
+        "params": {"w": jnp.arange(6.0).reshape(2, 3)},
+        "key": jax.random.PRNGKey(3),
+        "step": jnp.int32(7),
+    }
+    replay = Replay(
+        capacity=8, num_envs=1, obs_shape=(2,), obs_dtype="float32", action_shape=(), action_dtype="int32"
+    )
+    rs = replay.add(
+        replay.init(),
+        np.ones((1, 2)),
+        np.array([1]),
+        np.array([2.0]),
+        np.array([True]),
+        np.array([False]),
+        np.full((1, 2), 5.0),
+    )
+    root = tmp_path / "ckpt"
+    checkpoint.save(root, 7, state, replay, rs, meta={"wandb_id": "abc"})
+    # a crash mid-write leaves only a temporary directory, which is never taken as a checkpoint
+    (root / ".tmp-crashed").mkdir()
+    (root / f"{checkpoint.PREFIX}000000000009").mkdir()  # no meta.json: incomplete
+    path = checkpoint.latest(root)
+    assert path.name.endswith("7")
+    template = jax.tree.map(jnp.zeros_like, state)
+    restored, r2, rs2, meta = checkpoint.load(path, template)
+    assert meta == {"step": 7, "wandb_id": "abc"} and r2 == replay
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(rs), jax.tree.leaves(rs2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for s in (10, 11, 12):
+        checkpoint.save(root, s, state, keep=2)
+    assert [p.name[-2:] for p in checkpoint.all_checkpoints(root)] == ["11", "12"]
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        checkpoint.load(tmp_path / "nothing", template)
+
+
+def test_checkpoint_files_are_not_pickles(tmp_path):
+    checkpoint.save(tmp_path, 1, {"a": jnp.ones(3)})
+    raw = (checkpoint.latest(tmp_path) / "state.msgpack").read_bytes()
+    assert not raw.startswith(b"\x80")  # pickle protocol marker
+    assert os.path.getsize(checkpoint.latest(tmp_path) / "state.msgpack") < 200
