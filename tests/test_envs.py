@@ -44,7 +44,7 @@ def test_truncation_is_not_termination_and_final_obs_is_kept():
     env, spec = envs.make("gym:HalfCheetah-v5", num_envs=2, seed=0, max_episode_steps=7)
     assert spec.max_episode_steps == 7
     env.reset()
-    for t in range(7):
+    for _ in range(7):
         obs, _, terminated, truncated, info = env.step(env.action_space.sample())
     assert truncated.all() and not terminated.any()
     # the returned obs is the next episode's first; the final one is in next_obs
