@@ -126,3 +126,25 @@ def test_unknown_ids_list_namespaces_and_close_matches():
         envs.make("Pong")
     with pytest.raises(ValueError, match="valid options"):
         envs.make("dmc:cheetah-run", pixel=True)
+
+
+@pytest.mark.parametrize(
+    "env_id,options",
+    [
+        ("gym:Pendulum-v1", {"max_episode_steps": 5}),
+        ("mo:mo-halfcheetah-v5", {"max_episode_steps": 5}),
+        ("minigrid:MiniGrid-Empty-5x5-v0", {"max_episode_steps": 5}),
+        ("dmc:cartpole-swingup", {"action_repeat": 200}),
+    ],
+)
+def test_every_namespace_truncates_and_keeps_the_final_observation(env_id, options):
+    env, spec = envs.make(env_id, num_envs=2, seed=0, **options)
+    first, _ = env.reset()
+    for t in range(1, 100):
+        obs, _, terminated, truncated, info = env.step(env.action_space.sample())
+        if (terminated | truncated).any():
+            break
+    assert truncated.all() and not terminated.any() and t == spec.max_episode_steps == 5
+    assert [e["length"] for e in info["episodes"]] == [5, 5]
+    # the returned obs starts the next episode; the final one differs from it and is kept
+    assert not np.array_equal(info["next_obs"], obs)
