@@ -140,7 +140,7 @@ def test_unknown_ids_list_namespaces_and_close_matches():
 def test_every_namespace_truncates_and_keeps_the_final_observation(env_id, options):
     env, spec = envs.make(env_id, num_envs=2, seed=0, **options)
     first, _ = env.reset()
-    for t in range(1, 100):
+    for t in range(1, 100):  # noqa: B007 (t is read after the loop)
         obs, _, terminated, truncated, info = env.step(env.action_space.sample())
         if (terminated | truncated).any():
             break
