@@ -124,6 +124,7 @@ class Run:
             warnings.warn(f"TensorBoard writer unavailable: {e}", stacklevel=2)
         self._start_wandb()
         self._progress = None
+        self._last_draw = 0.0
         self._t0, self._s0 = time.perf_counter(), start_step
         self.start_step = start_step
 
@@ -295,7 +296,10 @@ class Run:
             else:
                 self._progress = False
         if self._progress:
-            self._progress.update(self._task, completed=step, sps=sps, ret=ret_s)
+            now = time.perf_counter()
+            if now - self._last_draw > 0.1 or step >= total:  # redraw at most 10 times a second
+                self._progress.update(self._task, completed=step, sps=sps, ret=ret_s)
+                self._last_draw = now
         elif step >= self._next_plain or step >= total:
             print(
                 f"[{self.agent}] step {step}/{total}  {sps:.0f} sps  return {ret_s}",

@@ -42,6 +42,11 @@ def test_bad_config_fails_before_any_work(tmp_path):
         and "total_steps" in out.stderr
     )
     assert not (tmp_path / "runs").exists()
+    out = rl(
+        "train", "random", "--env", "dmc:cheetah-run", "env_options.pixel=true", cwd=tmp_path, check=False
+    )
+    assert out.returncode == 2 and "unknown option(s) ['pixel']" in out.stderr and "pixels" in out.stderr
+    assert not (tmp_path / "runs").exists()
     out = rl("train", "randm", cwd=tmp_path, check=False)
     assert out.returncode == 2 and "did you mean random" in out.stderr
 

@@ -106,7 +106,7 @@ def test_seeding_is_reproducible(env_id):
     def rollout(seed):
         env, _ = envs.make(env_id, num_envs=2, seed=seed)
         out = [env.reset()[0]]
-        for _ in range(20):
+        for _ in range(60):
             out.append(env.step(env.action_space.sample())[0])
         return np.stack(out)
 

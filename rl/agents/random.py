@@ -78,9 +78,9 @@ def batch_metrics(batch) -> dict:
 
 def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
     """Run the loop for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
+    env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     run = run or Run.create(cfg, "random")
     print(yaml.safe_dump(config_lib.to_dict(run.cfg), sort_keys=False), flush=True)
-    env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
     replay = Replay.from_spec(spec, cfg.buffer_size)
     state = init(cfg, spec, jax.random.PRNGKey(cfg.seed))
     obs, _ = env.reset()
