@@ -84,7 +84,7 @@ def _bench(args) -> None:
     script = Path(__file__).resolve().parent.parent / "experiments" / "bench" / "foundation.py"
     if not script.exists():
         raise FileNotFoundError(f"benchmark script {script} not found (it ships with the repository)")
-    sys.argv = [str(script), *args.rest]
+    sys.argv = [str(script), *(["--quick"] if args.quick else [])]
     runpy.run_path(str(script), run_name="__main__")
 
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     v.set_defaults(fn=_envs)
 
     b = sub.add_parser("bench", help="environment, rendering and replay throughput")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.add_argument("--quick", action="store_true", help="fewer steps: a smoke run of the benchmark")
     b.set_defaults(fn=_bench)
 
     # key=value overrides may stand anywhere after the agent, between options too

@@ -112,3 +112,12 @@ def test_sigkill_then_resume_loses_and_duplicates_no_metrics_line(tmp_path):
     replay_sizes = [r["replay/size"] for r in rows if "replay/size" in r]
     assert all(b > a for a, b in zip(replay_sizes, replay_sizes[1:]))  # the buffer came back, and grew
     assert json.loads((run / "summary.json").read_text())["steps"] == end
+
+
+def test_bench_runs_in_its_quick_mode(tmp_path):
+    out = rl("bench", "--quick", cwd=tmp_path)
+    for title in ("Env steps/s", "Offscreen render fps", "Replay"):
+        assert title in out.stdout
+    results = json.loads((tmp_path / "bench-foundation.json").read_text())
+    assert results["replay pixels 64x64x3, 1 env"]["bytes/step"] < 2 * 64 * 64 * 3
+    assert all(v["4 envs"] > 0 for k, v in results.items() if k.startswith("env "))

@@ -116,17 +116,18 @@ def replay_rates(obs_shape, obs_dtype, num_envs, capacity, calls, batch=256) -> 
     for i in range(min(replay.length, 2000)):
         state = add(state, obs, act, rew, done[i % 64], no, obs)
     out = {"add steps/s": add_rate, "bytes/step": replay.bytes_per_step}
+    reps = 20 if calls < 1000 else 200
     for name, fn in {
         "sample transitions/s": jax.jit(lambda s, k: replay.sample(s, k, batch)),
         "sample seq (16x64) steps/s": jax.jit(lambda s, k: replay.sample_sequences(s, k, 16, 64)),
     }.items():
         jax.block_until_ready(fn(state, jax.random.PRNGKey(0)))
         t = time.perf_counter()
-        for i in range(200):
+        for i in range(reps):
             b = fn(state, jax.random.PRNGKey(i))
         jax.block_until_ready(b)
         per = batch if "transitions" in name else 16 * 64
-        out[name] = 200 * per / (time.perf_counter() - t)
+        out[name] = reps * per / (time.perf_counter() - t)
     return out
 
 
@@ -141,8 +142,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer steps (a smoke run of the script)")
     args = p.parse_args()
-    steps = 500 if args.quick else 5000
-    frames = 20 if args.quick else 300
+    steps = 100 if args.quick else 5000
+    frames = 5 if args.quick else 300
     results: dict = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "devices": [str(d) for d in jax.devices()],
@@ -173,12 +174,13 @@ def main():
     )
 
     rows = []
-    calls = 500 if args.quick else 5000
+    calls = 50 if args.quick else 5000
     for label, shape, dtype, E, cap in (
         ("state 17-d, 1 env", (17,), "float32", 1, 1_000_000),
         ("state 17-d, 8 envs", (17,), "float32", 8, 1_000_000),
         ("pixels 64x64x3, 1 env", (64, 64, 3), "uint8", 1, 100_000),
     ):
+        cap = cap // 100 if args.quick else cap
         r = replay_rates(shape, dtype, E, cap, calls)
         rows.append(
             (
