@@ -70,7 +70,7 @@ class Replay:
                 f"replay capacity must be at least 2 slots per env; got capacity={self.capacity} "
                 f"for num_envs={self.num_envs}"
             )
-        reserved = set(self._step_fields()) | {"next_obs", "valid", "discount", "start"}
+        reserved = set(self._step_fields()) | {"next_obs", "valid", "discount", "start", "segment_episode"}
         for name, _, _ in self.extras:
             if name in reserved or name.startswith("next_"):
                 raise ValueError(f"extra field name '{name}' is reserved; pick another name")
