@@ -268,8 +268,8 @@ class Replay:
         _, t, j, ok, _ = jax.lax.while_loop(cond, body, (key, t, j, ok, 0))
         return t, j, ok
 
-    def _gather(self, state, t, j, names=None):
-        return {k: state.data[k][t, j] for k in (names or self.fields())}
+    def _gather(self, state, t, j):
+        return {k: v[t, j] for k, v in state.data.items()}
 
     def _extras(self):
         return [k for k, _, _ in self.extras]

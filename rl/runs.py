@@ -250,10 +250,6 @@ class Run:
             out.update({f"train/episode_return/{i}": float(r) for i, r in enumerate(ret)})
         return out
 
-    @property
-    def last(self) -> dict:
-        return dict(self._last)
-
     def check_finite(self, step: int, metrics: dict, save_fn=None) -> None:
         """Stop on NaN/inf: save a checkpoint (``save_fn``) first and say which entries."""
         bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]

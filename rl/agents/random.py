@@ -15,7 +15,6 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 
 from rl import checkpoint, envs
 from rl import config as config_lib
@@ -80,7 +79,7 @@ def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
     """Run the loop for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     run = run or Run.create(cfg, "random")
-    print(yaml.safe_dump(config_lib.to_dict(run.cfg), sort_keys=False), flush=True)
+    print(config_lib.to_yaml(run.cfg), flush=True)
     replay = Replay.from_spec(spec, cfg.buffer_size)
     state = init(cfg, spec, jax.random.PRNGKey(cfg.seed))
     obs, _ = env.reset()
