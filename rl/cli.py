@@ -58,7 +58,8 @@ def _eval(args) -> None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
     from rl import envs
 
-    _, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
+    env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
+    env.close()  # only its spec is needed, to rebuild the state's structure
     import jax
 
     state = checkpoint.load(ckpt, module.init(cfg, spec, jax.random.PRNGKey(cfg.seed)))[0]

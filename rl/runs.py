@@ -9,6 +9,7 @@ wandb mirrors the run only when asked; failing to reach it never stops a run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -144,8 +145,6 @@ class Run:
                 f"run directory {path} exists; continue it with `rl resume {path}` or pick another run_name"
             )
         path.mkdir(parents=True, exist_ok=True)
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, run_name=name)
         _atomic_write(path / "config.yaml", yaml_dump({"agent": agent, **config_lib.to_dict(cfg)}))
         meta = {
@@ -264,7 +263,7 @@ class Run:
 
     def progress(self, step: int, total: int) -> None:
         """A rich progress bar on a terminal (step, SPS, ETA, last return); plain lines otherwise."""
-        sps = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
+        sps = self.sps(step)
         ret = self._last.get("train/episode_return")
         ret_s = "-" if ret is None else (f"{ret:.1f}" if isinstance(ret, (int, float)) else str(ret))
         if self._progress is None:

@@ -160,10 +160,8 @@ def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
         returns += [np.asarray(e["return"], np.float64) for e in info["episodes"]]
     env.close()
     mean = np.mean(returns, axis=0)
-    out = {
-        "eval/episode_return": float(np.sum(mean)),
-        "eval/episode_return_std": float(np.std(np.sum(returns, axis=-1) if mean.ndim else returns)),
-    }
+    totals = [np.sum(r) for r in returns]  # vector returns are summed over objectives here
+    out = {"eval/episode_return": float(np.mean(totals)), "eval/episode_return_std": float(np.std(totals))}
     if mean.ndim:
         out.update({f"eval/episode_return/{i}": float(m) for i, m in enumerate(mean)})
     if video_path is not None and frames:
