@@ -359,6 +359,7 @@ def _build_atari(name: str, options: dict):
             "frame_stack": 4,
             "size": 84,
             "full_action_space": False,
+            "max_episode_steps": None,  # agent steps (after frame skip); None: ALE's 108k frames
             "render": False,
         },
     )
@@ -375,6 +376,8 @@ def _build_atari(name: str, options: dict):
         env = AtariPreprocessing(
             env, noop_max=o["noop_max"], frame_skip=4, screen_size=o["size"], grayscale_obs=True
         )
+        if o["max_episode_steps"] is not None:
+            env = gym.wrappers.TimeLimit(env, int(o["max_episode_steps"]))
         env = EpisodeStats(env)
         if o["episodic_life"]:
             env = EpisodicLife(env)

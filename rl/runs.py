@@ -431,3 +431,18 @@ def write_video(frames, path, fps: int = 30) -> Path:
         )
     writer.release()
     return path
+
+
+class Every:
+    """A cadence in env steps: ``due(step)`` is true once each time ``step`` passes a multiple of
+    ``every`` (never when ``every`` is 0). Starting at ``step`` (a resumed run) skips the past."""
+
+    def __init__(self, every: int, step: int = 0):
+        self.every = int(every)
+        self.next = (step // self.every + 1) * self.every if self.every > 0 else None
+
+    def due(self, step: int) -> bool:
+        if self.next is None or step < self.next:
+            return False
+        self.next = (step // self.every + 1) * self.every
+        return True

@@ -6,6 +6,8 @@ import importlib
 
 AGENTS = {
     "random": "rl.agents.random",
+    "sac": "rl.agents.sac",
+    "ppo": "rl.agents.ppo",
 }
 
 

@@ -19,8 +19,9 @@ import numpy as np
 from rl import checkpoint, envs
 from rl import config as config_lib
 from rl.config import Common
+from rl.evaluation import run_episodes
 from rl.replay import Replay
-from rl.runs import Run, write_video
+from rl.runs import Run
 
 
 @dataclass
@@ -145,25 +146,13 @@ def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
 
 def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
     """Mean return of ``episodes`` episodes on a separately seeded env; optionally an mp4 of the first."""
-    env, spec = envs.make(
-        cfg.env, 1, cfg.seed + 10_000, **{**cfg.env_options, "render": video_path is not None}
-    )
-    act = make_act(spec)
-    key = jax.random.fold_in(state.key, 1)
-    returns, frames = [], []
-    obs, _ = env.reset()
-    while len(returns) < episodes:
+    env, spec = envs.make(cfg.env, 1, cfg.seed, **cfg.env_options)
+    env.close()  # only its spec is needed
+    act, key = make_act(spec), jax.random.fold_in(state.key, 1)
+
+    def policy(obs):
+        nonlocal key
         key, k = jax.random.split(key)
-        obs, _, _, _, info = env.step(np.asarray(act(k, obs)))
-        if video_path is not None and not returns:
-            frames.append(env.envs[0].render())
-        returns += [np.asarray(e["return"], np.float64) for e in info["episodes"]]
-    env.close()
-    mean = np.mean(returns, axis=0)
-    totals = [np.sum(r) for r in returns]  # vector returns are summed over objectives here
-    out = {"eval/episode_return": float(np.mean(totals)), "eval/episode_return_std": float(np.std(totals))}
-    if mean.ndim:
-        out.update({f"eval/episode_return/{i}": float(m) for i, m in enumerate(mean)})
-    if video_path is not None and frames:
-        out["video"] = str(write_video(frames, video_path))
-    return out
+        return act(k, obs)
+
+    return run_episodes(cfg, policy, episodes, video_path)

@@ -1,0 +1,114 @@
+"""Network pieces every agent shares: MLPs, image encoders and the action distributions.
+
+Encoders pick themselves from the observation: ``encoder_for(spec)`` returns the Nature CNN
+for Atari-sized frames, a small CNN for MiniGrid's 7x7 symbolic grid, and nothing (flat
+vectors go straight to an MLP) otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def orthogonal(scale: float = np.sqrt(2)):
+    """Orthogonal init with gain ``scale`` (Saxe et al. 2014), the PPO default (Huang et al. 2022)."""
+    return nn.initializers.orthogonal(scale)
+
+
+class MLP(nn.Module):
+    """Dense layers ``hidden`` with ``activation``; a final linear layer of ``out`` units if given."""
+
+    hidden: Sequence[int]
+    out: int | None = None
+    activation: Callable = nn.relu
+    kernel_init: Callable | None = None  # None: flax's default (lecun normal)
+    out_scale: float | None = None  # orthogonal gain of the output layer (PPO: 0.01 policy, 1.0 value)
+
+    @nn.compact
+    def __call__(self, x):
+        init = {} if self.kernel_init is None else {"kernel_init": self.kernel_init}
+        for h in self.hidden:
+            x = self.activation(nn.Dense(h, **init)(x))
+        if self.out is not None:
+            out_init = {"kernel_init": orthogonal(self.out_scale)} if self.out_scale is not None else init
+            x = nn.Dense(self.out, **out_init)(x)
+        return x
+
+
+class NatureCNN(nn.Module):
+    """Mnih et al. 2015 (Nature) torso: 32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512. uint8 in, [0, 1] scaled."""
+
+    features: int = 512
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.astype(jnp.float32) / 255.0
+        init = {"kernel_init": orthogonal(), "bias_init": nn.initializers.zeros}
+        x = nn.relu(nn.Conv(32, (8, 8), (4, 4), padding="VALID", **init)(x))
+        x = nn.relu(nn.Conv(64, (4, 4), (2, 2), padding="VALID", **init)(x))
+        x = nn.relu(nn.Conv(64, (3, 3), (1, 1), padding="VALID", **init)(x))
+        x = x.reshape(*x.shape[:-3], -1)
+        return nn.relu(nn.Dense(self.features, **init)(x))
+
+
+class GridCNN(nn.Module):
+    """MiniGrid's symbolic 7x7x3 view (object, colour, state ids): the 16-32-64 2x2 conv torso of
+    the MiniGrid baselines (Chevalier-Boisvert et al., rl-starter-files)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.astype(jnp.float32)
+        x = nn.relu(nn.Conv(16, (2, 2), padding="VALID")(x))
+        x = nn.max_pool(x, (2, 2), (2, 2)) if min(x.shape[-3:-1]) >= 4 else x
+        x = nn.relu(nn.Conv(32, (2, 2), padding="VALID")(x))
+        x = nn.relu(nn.Conv(64, (2, 2), padding="VALID")(x))
+        return x.reshape(*x.shape[:-3], -1)
+
+
+def encoder_for(obs_shape: Sequence[int], obs_dtype) -> nn.Module | None:
+    """The torso for an observation: Nature CNN for frames (H, W >= 36), GridCNN for small
+    integer grids, None for flat vectors (the MLP reads them directly)."""
+    if len(obs_shape) == 3:
+        return NatureCNN() if min(obs_shape[:2]) >= 36 else GridCNN()
+    if len(obs_shape) != 1:
+        raise ValueError(f"no encoder for observations of shape {tuple(obs_shape)} (flat or HxWxC only)")
+    return None
+
+
+# -- distributions ---------------------------------------------------------------------------
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+def gaussian_logp(x, mean, log_std):
+    """Log density of a diagonal Gaussian, summed over the last axis."""
+    z = (x - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * LOG_2PI, axis=-1)
+
+
+def gaussian_entropy(log_std):
+    return jnp.sum(log_std + 0.5 * (LOG_2PI + 1.0), axis=-1)
+
+
+def tanh_gaussian_sample(key, mean, log_std):
+    """Reparameterized sample of tanh(N(mean, std)) and its log density (Haarnoja et al. 2018,
+    appendix C, eq. 21: log pi(a) = log N(u) - sum log(1 - tanh(u)^2), computed stably as
+    2 (log 2 - u - softplus(-2u)))."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    correction = 2.0 * (np.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    return jnp.tanh(u), gaussian_logp(u, mean, log_std) - jnp.sum(correction, axis=-1)
+
+
+def categorical_logp(logits, action):
+    logp = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def categorical_entropy(logits):
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
