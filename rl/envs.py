@@ -31,7 +31,8 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 import gymnasium as gym  # noqa: E402
-from gymnasium.vector import AutoresetMode, SyncVectorEnv  # noqa: E402
+from gymnasium.vector import AutoresetMode, VectorEnv  # noqa: E402
+from gymnasium.vector.utils import batch_space  # noqa: E402
 
 NAMESPACES = ("gym", "dmc", "atari", "mo", "minigrid")
 
@@ -72,49 +73,74 @@ class EnvSpec:
         return int(np.prod(self.reward_shape)) if self.reward_shape else 1
 
 
-class VecEnv(SyncVectorEnv):
-    """``SyncVectorEnv`` with same-step autoreset, vector rewards and batched final observations.
+class VecEnv(VectorEnv):
+    """A synchronous vector env with same-step autoreset, vector rewards and batched final
+    observations (gymnasium's ``SyncVectorEnv`` semantics with ``AutoresetMode.SAME_STEP``).
 
-    Synchronous on purpose: on 2 cores the subprocess version measured slower.
+    Written out rather than subclassed: SyncVectorEnv's per-step info merging cost about
+    80 us a step, as much as a MuJoCo step. Synchronous on purpose: on 2 cores the
+    subprocess version measured slower.
     """
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]], seed: int, reward_shape=()):
-        super().__init__(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        self.envs = [fn() for fn in env_fns]
+        self.num_envs = len(self.envs)
+        first = self.envs[0]
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(first.observation_space, self.num_envs)
+        self.action_space = batch_space(first.action_space, self.num_envs)
+        self.metadata = {**first.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+        self.render_mode = first.render_mode
+        self.spec = first.spec
         self.reward_shape = tuple(reward_shape)
-        # gymnasium allocates a scalar reward per env; objectives need a row each.
-        self._rewards = np.zeros((self.num_envs, *self.reward_shape), dtype=np.float64)
         self._seed = seed
         self._seeded = False
         self.action_space.seed(seed)
         self.single_action_space.seed(seed)
+
+    def _empty_obs(self):
+        space = self.single_observation_space
+        return np.empty((self.num_envs, *space.shape), space.dtype)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         # The first reset uses make()'s seed so a made env is reproducible as it comes.
         if seed is None and not self._seeded:
             seed = self._seed
         self._seeded = True
-        return super().reset(seed=seed, options=options)
+        seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else seed
+        seeds = seeds if seeds is not None else [None] * self.num_envs
+        obs = self._empty_obs()
+        for i, (env, s) in enumerate(zip(self.envs, seeds)):
+            obs[i] = env.reset(seed=s, options=options)[0]
+        return obs, {}
 
     def step(self, actions):
-        obs, reward, terminated, truncated, info = super().step(actions)
-        done = terminated | truncated
-        next_obs, episodes = obs, []
-        if done.any():
-            next_obs = obs.copy()
-            final_info = info["final_info"]
-            for i in np.flatnonzero(done):
-                next_obs[i] = info["final_obs"][i]
-                if final_info.get("_episode_return", np.zeros(len(done), bool))[i]:
+        n = self.num_envs
+        obs = self._empty_obs()
+        reward = np.zeros((n, *self.reward_shape), np.float64)
+        terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
+        finals, episodes = {}, []
+        for i, env in enumerate(self.envs):
+            o, reward[i], terminated[i], truncated[i], info = env.step(actions[i])
+            if terminated[i] or truncated[i]:
+                finals[i] = o
+                if "episode_return" in info:
                     episodes.append(
-                        {
-                            "env": int(i),
-                            "return": final_info["episode_return"][i],
-                            "length": int(final_info["episode_length"][i]),
-                        }
+                        {"env": i, "return": info["episode_return"], "length": int(info["episode_length"])}
                     )
-        info["next_obs"] = next_obs
-        info["episodes"] = episodes
-        return obs, reward, terminated, truncated, info
+                o = env.reset()[0]
+            obs[i] = o
+        next_obs = obs
+        if finals:
+            next_obs = obs.copy()
+            for i, o in finals.items():
+                next_obs[i] = o
+        return obs, reward, terminated, truncated, {"next_obs": next_obs, "episodes": episodes}
+
+    def close_extras(self, **kwargs):
+        for env in self.envs:
+            env.close()
 
 
 class EpisodeStats(gym.Wrapper):
