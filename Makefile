@@ -19,14 +19,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/rl train random --config random-quickstart
+	$(BIN)/rl train ppo --config ppo-cartpole
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check rl tests experiments
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[peers]'
 	$(BIN)/python experiments/bench/foundation.py
+	$(BIN)/python experiments/bench/throughput.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check rl tests experiments

@@ -3,8 +3,9 @@
 rl train AGENT --env ID [--config PRESET ...] [key=value ...]
 rl resume RUN_DIR
 rl eval RUN_DIR [--episodes N] [--video]
+rl report RUNS_DIR [--out DIR]
 rl envs [NAMESPACE]
-rl bench
+rl bench [foundation | throughput] [--quick]
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ def _eval(args) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _report(args) -> None:
+    from rl.report import report
+
+    md = report(args.runs_dir, args.out)
+    print(md.read_text())
+    print(f"written {md} (and results.json, curves.png beside it)")
+
+
 def _envs(args) -> None:
     from rl import envs
 
@@ -82,7 +91,7 @@ def _envs(args) -> None:
 
 
 def _bench(args) -> None:
-    script = Path(__file__).resolve().parent.parent / "experiments" / "bench" / "foundation.py"
+    script = Path(__file__).resolve().parent.parent / "experiments" / "bench" / f"{args.which}.py"
     if not script.exists():
         raise FileNotFoundError(f"benchmark script {script} not found (it ships with the repository)")
     sys.argv = [str(script), *(["--quick"] if args.quick else [])]
@@ -111,12 +120,24 @@ def main(argv=None) -> int:
     e.add_argument("--video", action="store_true", help="record the first episode to videos/")
     e.set_defaults(fn=_eval)
 
+    rp = sub.add_parser("report", help="aggregate runs: IQM with bootstrap CIs, learning curves, report.md")
+    rp.add_argument("runs_dir", help="a directory holding run directories (searched recursively)")
+    rp.add_argument("--out", help="where report.md, results.json and curves.png go (default: runs_dir)")
+    rp.set_defaults(fn=_report)
+
     v = sub.add_parser("envs", help="list supported environments")
     v.add_argument("namespace", nargs="?", help="list every id of one namespace")
     v.add_argument("--all", action="store_true", help="list every id of every namespace")
     v.set_defaults(fn=_envs)
 
-    b = sub.add_parser("bench", help="environment, rendering and replay throughput")
+    b = sub.add_parser("bench", help="throughput benchmarks (scripts in experiments/bench/)")
+    b.add_argument(
+        "which",
+        nargs="?",
+        default="foundation",
+        choices=["foundation", "throughput"],
+        help="foundation: envs, rendering, replay; throughput: SAC/PPO vs SB3 and SBX",
+    )
     b.add_argument("--quick", action="store_true", help="fewer steps: a smoke run of the benchmark")
     b.set_defaults(fn=_bench)
 

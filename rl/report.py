@@ -1,0 +1,185 @@
+"""Aggregate any set of runs: ``rl report RUNS_DIR`` (or ``report(...)`` from an experiment).
+
+Runs are grouped by arm (the part of ``run_name`` before ``__``, else the agent) and task
+(the env id). A run's score is its final ``eval/episode_return`` (``summary.json``, else the
+last evaluation line). Per task and arm: the interquartile mean over seeds with a 95%
+stratified bootstrap CI (Agarwal et al. 2021, rliable). When reference scores are given
+(e.g. a paper's numbers), scores are also divided by them and aggregated across tasks into
+one IQM per arm. Writes ``report.md``, ``results.json`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from rl import config as config_lib
+from rl.runs import read_metrics
+
+CURVE_KEY = "train/episode_return"
+
+
+def find_runs(root) -> list[dict]:
+    """Every run under ``root``: name, arm, task, seed, score and its learning curve."""
+    runs = []
+    for cfg_path in sorted(Path(root).rglob("config.yaml")):
+        d = cfg_path.parent
+        if not (d / "metrics.jsonl").exists():
+            continue
+        cfg = config_lib.load_yaml(cfg_path)
+        rows = read_metrics(d / "metrics.jsonl")
+        score, done = None, False
+        if (d / "summary.json").exists():
+            summary = json.loads((d / "summary.json").read_text())
+            score, done = summary.get("eval/episode_return"), True
+        if score is None:
+            evals = [r["eval/episode_return"] for r in rows if "eval/episode_return" in r]
+            score = evals[-1] if evals else None
+        curve = [(r["step"], r[CURVE_KEY]) for r in rows if CURVE_KEY in r]
+        name = cfg.get("run_name", d.name)
+        runs.append(
+            {
+                "dir": str(d),
+                "name": name,
+                "arm": name.split("__")[0] if "__" in name else cfg.get("agent", "?"),
+                "task": cfg.get("env", "?"),
+                "seed": cfg.get("seed"),
+                "steps": rows[-1]["step"] if rows else 0,
+                "finished": done,
+                "score": score,
+                "curve": curve,
+            }
+        )
+    return runs
+
+
+def iqm_ci(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, tuple]:
+    """IQM and 95% stratified bootstrap CI per key; ``scores[key]`` is [runs, tasks]."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    def iqm(x):
+        return np.array([metrics.aggregate_iqm(x)])
+
+    ready = {k: v for k, v in scores.items() if v.shape[0] >= 1}
+    if not ready:
+        return {}
+    point, ci = rly.get_interval_estimates(ready, iqm, reps=reps, random_state=np.random.RandomState(seed))
+    return {k: (float(point[k][0]), float(ci[k][0, 0]), float(ci[k][1, 0])) for k in ready}
+
+
+def _score_table(runs, references):
+    by = defaultdict(list)
+    for r in runs:
+        if r["score"] is not None:
+            by[(r["arm"], r["task"])].append(r["score"])
+    per_task = {}
+    for (arm, task), s in sorted(by.items()):
+        (point, lo, hi) = iqm_ci({"x": np.asarray(s, np.float64)[:, None]})["x"]
+        per_task[(arm, task)] = {"iqm": point, "ci": [lo, hi], "n": len(s), "scores": s}
+    aggregate = {}
+    if references:
+        for arm in sorted({a for a, _ in by}):
+            tasks = [t for (a, t) in by if a == arm and (a, t) in references]
+            n = min((len(by[(arm, t)]) for t in tasks), default=0)
+            if n == 0:
+                continue
+            mat = np.array([[by[(arm, t)][i] / references[(arm, t)][0] for t in tasks] for i in range(n)])
+            point, lo, hi = iqm_ci({"x": mat})["x"]
+            aggregate[arm] = {"iqm": point, "ci": [lo, hi], "tasks": tasks, "runs_per_task": n}
+    return per_task, aggregate
+
+
+def plot_curves(runs, path, grid_points: int = 100) -> Path | None:
+    """Mean +- std over seeds of the training return, one panel per task, arms overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in runs if r["curve"]})
+    if not tasks:
+        return None
+    cols = min(len(tasks), 4)
+    rows = (len(tasks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for arm in sorted({r["arm"] for r in runs if r["task"] == task}):
+            curves = [
+                np.array(r["curve"]) for r in runs if r["task"] == task and r["arm"] == arm and r["curve"]
+            ]
+            if not curves:
+                continue
+            end = min(c[-1, 0] for c in curves)
+            grid = np.linspace(min(c[0, 0] for c in curves), end, grid_points)
+            ys = np.array([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
+            mean, std = ys.mean(0), ys.std(0)
+            ax.plot(grid, mean, label=f"{arm} (n={len(curves)})")
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("train return")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def report(root, out=None, references: dict | None = None, title: str = "Report", notes: str = "") -> Path:
+    """Aggregate the runs under ``root`` into ``out`` (default ``root``). ``references`` maps
+    (arm, task) to (score, label), e.g. a paper's number; it adds a column and the
+    reference-normalized aggregate. Returns the path of report.md."""
+    root = Path(root)
+    out = Path(out or root)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = find_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"no runs under {root} (a run directory holds config.yaml and metrics.jsonl)")
+    references = references or {}
+    per_task, aggregate = _score_table(runs, references)
+    curve = plot_curves(runs, out / "curves.png")
+    lines = [f"# {title}", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    steps = sorted({r["steps"] for r in runs})
+    lines += [
+        f"{len(runs)} runs under `{root}`; env steps per run: {', '.join(f'{s:,}' for s in steps)}. "
+        "Score: final evaluation return; IQM over seeds with 95% stratified bootstrap CIs (rliable).",
+        "",
+        "| arm | task | runs | IQM | 95% CI | per seed | reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (arm, task), r in per_task.items():
+        ref = references.get((arm, task))
+        ref_s = f"{ref[0]:,.0f} ({ref[1]})" if ref else "-"
+        seeds = ", ".join(f"{s:.0f}" for s in r["scores"])
+        lines.append(
+            f"| {arm} | {task} | {r['n']} | {r['iqm']:,.1f} | [{r['ci'][0]:,.1f}, {r['ci'][1]:,.1f}] | {seeds} | {ref_s} |"
+        )
+    unfinished = [r["name"] for r in runs if not r["finished"]]
+    if aggregate:
+        lines += ["", "Aggregate over tasks with a reference, as a fraction of it:", ""]
+        lines += ["| arm | tasks | IQM of score / reference | 95% CI |", "|---|---|---|---|"]
+        for arm, a in aggregate.items():
+            lines.append(
+                f"| {arm} | {len(a['tasks'])} | {a['iqm']:.2f} | [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}] |"
+            )
+    if unfinished:
+        lines += ["", f"Unfinished runs (scored by their last evaluation, if any): {', '.join(unfinished)}"]
+    if curve is not None:
+        lines += ["", f"![learning curves]({curve.name})"]
+    md = out / "report.md"
+    md.write_text("\n".join(lines) + "\n")
+    results = {
+        "per_task": [{"arm": a, "task": t, **v} for (a, t), v in per_task.items()],
+        "aggregate": aggregate,
+        "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return md

@@ -1,0 +1,81 @@
+"""Experiment scripts at their smoke budget, and `rl train | eval | report` end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rl import report as report_lib
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rl(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "rl.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_baselines_smoke_budget_runs_every_task_and_reports(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "baselines.py"),
+            "--budget",
+            "smoke",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    root = tmp_path / "baselines-smoke"
+    runs = report_lib.find_runs(root)
+    assert len(runs) == 12  # SAC on 5 tasks, PPO on 7
+
+    assert all(r["finished"] for r in runs)
+    md = (root / "report.md").read_text()
+    assert "| sac | gym:HalfCheetah-v5 | 1 |" in md and "9,635 (CleanRL" in md
+    assert "| ppo | atari:Pong | 1 |" in md
+    assert (root / "curves.png").stat().st_size > 0
+    # a rerun launches nothing new and reports the same runs
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "baselines.py"), "--budget", "smoke", "--runs-dir", str(tmp_path),
+         "--report-only"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 0 and len(report_lib.find_runs(root)) == len(runs)
+
+
+def test_train_eval_report_end_to_end(tmp_path):
+    for seed in (0, 1):
+        out = rl(
+            "train", "ppo", "--config", "ppo-cartpole", "total_steps=2048", "eval_episodes=2",
+            f"seed={seed}", f"run_name=cp{seed}", "runs_dir=runs", cwd=tmp_path,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "done: eval/episode_return" in out.stdout
+    run = tmp_path / "runs" / "quickstart" / "cp0"
+    out = rl("eval", str(run), "--episodes", "3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((run / "eval.json").read_text())["episodes"] == 3
+    out = rl("report", "runs", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    md = (tmp_path / "runs" / "report.md").read_text()
+    assert "| ppo | gym:CartPole-v1 | 2 |" in md
+
+
+def test_report_iqm_matches_a_direct_computation():
+    import numpy as np
+    from scipy import stats
+
+    scores = np.array([[1.0], [2.0], [3.0], [4.0], [100.0], [5.0], [6.0], [7.0]])
+    point, lo, hi = report_lib.iqm_ci({"x": scores}, reps=500)["x"]
+    assert point == pytest.approx(stats.trim_mean(scores[:, 0], 0.25))
+    assert lo <= point <= hi
+
+
+def test_report_of_an_empty_directory_says_so(tmp_path):
+    out = rl("report", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2 and "no runs under" in out.stderr
