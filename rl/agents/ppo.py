@@ -372,6 +372,17 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
 
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
+    # One tiny forward pass per env step: on CPU, synchronous dispatch runs it on this thread
+    # instead of waking XLA's pool after every env step (measured 130 -> 65 us a step).
+    previous = jax.config.read("jax_cpu_enable_async_dispatch")
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    try:
+        return _train(cfg, run, resume, shaper)
+    finally:
+        jax.config.update("jax_cpu_enable_async_dispatch", previous)
+
+
+def _train(cfg: Config, run: Run | None, resume, shaper: Shaper | None) -> dict:
     shaper = shaper or Shaper()
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     network(cfg, spec)  # unsupported spaces fail here, before a run directory exists
