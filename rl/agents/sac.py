@@ -304,27 +304,22 @@ def updates_per_call(cfg: Config) -> tuple[int, int]:
     return (int(per_call), 1) if per_call >= 1 else (1, int(round(1 / per_call)))
 
 
-def train_step(cfg, spec, shaper, replay: Replay, state: State, rstate, transition: dict, next_obs):
+def train_step(cfg, spec, shaper, replay: Replay, learn: bool, state: State, rstate, transition: dict, next_obs):
     """Everything between two env steps, in one jitted call: add ``transition`` to the replay,
-    run the due updates (a ``lax.scan``), and return the action for ``next_obs``."""
+    run the updates (a ``lax.scan``) if ``learn``, and return the action for ``next_obs``
+    (uniform random before ``learning_starts``, a policy sample after)."""
     rstate = replay.add(rstate, **transition)
     step = state.step + cfg.num_envs
-    k_updates, every = updates_per_call(cfg)
+    metrics = {}
+    if learn:
 
-    def learn(state):
         def one(state, _):
             key, k_sample = jax.random.split(state.key)
             batch = replay.sample(rstate, k_sample, cfg.batch_size, cfg.n_step, cfg.gamma)
             return update(cfg, spec, shaper, state._replace(key=key), batch)
 
-        state, metrics = jax.lax.scan(one, state, None, length=k_updates)
-        return state, jax.tree.map(jnp.mean, metrics)
-
-    due = (step >= cfg.learning_starts) & ((step // cfg.num_envs) % every == 0)
-    skipped = jax.eval_shape(learn, state)[1]
-    state, metrics = jax.lax.cond(
-        due, learn, lambda s: (s, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), skipped)), state
-    )
+        state, metrics = jax.lax.scan(one, state, None, length=updates_per_call(cfg)[0])
+        metrics = jax.tree.map(jnp.mean, metrics)
     key, k_act, k_rand = jax.random.split(state.key, 3)
     low, high = action_bounds(spec)
     random = jax.random.uniform(k_rand, (cfg.num_envs, *spec.action_shape), minval=low, maxval=high)
@@ -351,7 +346,11 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         obs, _ = env.reset(seed=cfg.seed + int(state.step))  # fresh episodes, reproducible from here
     else:
         rstate = replay.init()
-    step_fn = jax.jit(partial(train_step, cfg, spec, shaper, replay), donate_argnums=(0, 1))
+    # two programs, with and without updates (a lax.cond around the updates measured slower)
+    collect_fn, learn_fn = (
+        jax.jit(partial(train_step, cfg, spec, shaper, replay, learn), donate_argnums=(0, 1))
+        for learn in (False, True)
+    )
     step = int(state.step)
     key, k0 = jax.random.split(jnp.asarray(state.key))
     state = state._replace(key=key)
@@ -382,10 +381,10 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 truncated=truncated,
                 next_obs=info["next_obs"],
             )
-            state, rstate, action, out = step_fn(state, rstate, transition, next_obs)
+            learn = step + cfg.num_envs >= cfg.learning_starts and (step // cfg.num_envs + 1) % every == 0
+            state, rstate, action, out = (learn_fn if learn else collect_fn)(state, rstate, transition, next_obs)
             action = np.asarray(action)
-            if step + cfg.num_envs >= cfg.learning_starts and ((step // cfg.num_envs + 1) % every == 0):
-                metrics = out  # the losses of the latest update (steps without one return zeros)
+            metrics = out or metrics  # the losses of the latest update
             obs = next_obs
             step += cfg.num_envs
             run.record_episodes(info["episodes"])
