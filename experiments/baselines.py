@@ -3,6 +3,7 @@
     python experiments/baselines.py --budget smoke              # seconds: the tests run this
     python experiments/baselines.py --budget paper              # 1M steps (Atari 10M): days on 2 cores
     python experiments/baselines.py --steps 200000 --arms ppo --seeds 0,1,2
+    python experiments/baselines.py --steps sac=30000,ppo=1000000    # per-arm budgets
     python experiments/baselines.py --report-only               # re-aggregate finished runs
 
 The pattern every experiment script follows: arms x tasks x seeds, launched one process per
@@ -83,7 +84,7 @@ def run_one(cmd: list[str], run_dir: Path, log: Path) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", choices=list(BUDGETS), default="smoke")
-    p.add_argument("--steps", type=int, help="env steps per run, overriding the budget's (Atari too)")
+    p.add_argument("--steps", help="env steps per run, overriding the budget's (Atari too): N or arm=N,arm=N")
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of: " + ", ".join(ARMS))
     p.add_argument("--tasks", help="comma-separated subset of the tasks (env ids)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
@@ -96,15 +97,22 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     steps, atari_steps, seeds, extra = BUDGETS[args.budget]
+    per_arm = {}
     if args.steps:
-        steps = atari_steps = args.steps
+        try:
+            if "=" in args.steps:
+                per_arm = {a: int(float(n)) for a, n in (x.split("=") for x in args.steps.split(","))}
+            else:
+                per_arm = dict.fromkeys(ARMS, int(float(args.steps)))
+        except ValueError:
+            p.error(f"--steps {args.steps!r}: expected N or arm=N,arm=N")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else seeds
     arms = args.arms.split(",")
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         p.error(f"unknown arm(s) {unknown}; arms: {', '.join(ARMS)}")
     tasks = args.tasks.split(",") if args.tasks else None
-    label = args.budget if not args.steps else f"{args.steps}-steps"
+    label = args.budget if not args.steps else "custom"
     experiment = f"{EXPERIMENT}-{label}"
     root = Path(args.runs_dir) / experiment
 
@@ -113,7 +121,7 @@ def main(argv=None) -> int:
         for task in ARMS[arm]:
             if tasks and task not in tasks:
                 continue
-            n = atari_steps if task.startswith("atari:") else steps
+            n = per_arm.get(arm) or (atari_steps if task.startswith("atari:") else steps)
             for seed in seeds:
                 name = f"{arm}__{task.replace(':', '-')}__s{seed}"
                 cmd = [sys.executable, "-m", "rl.cli", "train", arm, "--env", task, f"seed={seed}"]

@@ -304,7 +304,9 @@ def updates_per_call(cfg: Config) -> tuple[int, int]:
     return (int(per_call), 1) if per_call >= 1 else (1, int(round(1 / per_call)))
 
 
-def train_step(cfg, spec, shaper, replay: Replay, learn: bool, state: State, rstate, transition: dict, next_obs):
+def train_step(
+    cfg, spec, shaper, replay: Replay, learn: bool, state: State, rstate, transition: dict, next_obs
+):
     """Everything between two env steps, in one jitted call: add ``transition`` to the replay,
     run the updates (a ``lax.scan``) if ``learn``, and return the action for ``next_obs``
     (uniform random before ``learning_starts``, a policy sample after)."""
@@ -382,7 +384,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 next_obs=info["next_obs"],
             )
             learn = step + cfg.num_envs >= cfg.learning_starts and (step // cfg.num_envs + 1) % every == 0
-            state, rstate, action, out = (learn_fn if learn else collect_fn)(state, rstate, transition, next_obs)
+            state, rstate, action, out = (learn_fn if learn else collect_fn)(
+                state, rstate, transition, next_obs
+            )
             action = np.asarray(action)
             metrics = out or metrics  # the losses of the latest update
             obs = next_obs
