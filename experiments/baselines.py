@@ -83,7 +83,7 @@ def run_one(cmd: list[str], run_dir: Path, log: Path) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", choices=list(BUDGETS), default="smoke")
+    p.add_argument("--budget", choices=list(BUDGETS), help="smoke (default) or paper; --steps uses paper's settings")
     p.add_argument("--steps", help="env steps per run, overriding the budget's (Atari too): N or arm=N,arm=N")
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of: " + ", ".join(ARMS))
     p.add_argument("--tasks", help="comma-separated subset of the tasks (env ids)")
@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--report", help="report.md's folder (default: <runs-dir>/baselines/<budget>)")
     p.add_argument("--report-only", action="store_true", help="aggregate existing runs, launch nothing")
     args = p.parse_args(argv)
+    args.budget = args.budget or ("paper" if args.steps else "smoke")
 
     steps, atari_steps, seeds, extra = BUDGETS[args.budget]
     per_arm = {}
