@@ -83,7 +83,9 @@ def run_one(cmd: list[str], run_dir: Path, log: Path) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", choices=list(BUDGETS), help="smoke (default) or paper; --steps uses paper's settings")
+    p.add_argument(
+        "--budget", choices=list(BUDGETS), help="smoke (default) or paper; --steps uses paper's settings"
+    )
     p.add_argument("--steps", help="env steps per run, overriding the budget's (Atari too): N or arm=N,arm=N")
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of: " + ", ".join(ARMS))
     p.add_argument("--tasks", help="comma-separated subset of the tasks (env ids)")
@@ -150,8 +152,8 @@ def main(argv=None) -> int:
     budget_note = (
         f"Budget: `{args.budget}`"
         + (
-            f", {args.steps:,} env steps per run"
-            if args.steps
+            ", env steps per run: " + ", ".join(f"{a} {n:,}" for a, n in per_arm.items() if a in arms)
+            if per_arm
             else f", {steps:,} env steps (Atari {atari_steps:,})"
         )
         + f", seeds {seeds}. References are CleanRL's 1M-step numbers; below 1M steps they are "
