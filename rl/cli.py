@@ -59,8 +59,7 @@ def _eval(args) -> None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
     from rl import envs
 
-    env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
-    env.close()  # only its spec is needed, to rebuild the state's structure
+    spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # the state's structure
     import jax
 
     state = checkpoint.load(ckpt, module.init(cfg, spec, jax.random.PRNGKey(cfg.seed)))[0]

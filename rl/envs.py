@@ -558,3 +558,10 @@ def make(env_id: str, num_envs: int = 1, seed: int = 0, **options) -> tuple[VecE
         max_episode_steps=limit,
     )
     return env, spec
+
+
+def make_spec(env_id: str, num_envs: int = 1, seed: int = 0, **options) -> EnvSpec:
+    """The :class:`EnvSpec` of ``make(...)`` without keeping the envs (to rebuild a state's structure)."""
+    env, spec = make(env_id, num_envs, seed, **options)
+    env.close()
+    return spec

@@ -433,6 +433,14 @@ def write_video(frames, path, fps: int = 30) -> Path:
     return path
 
 
+def print_result(summary: dict, episodes: int) -> None:
+    """The lines a finished ``train`` ends with: the result, where the metrics and curve are."""
+    print(f"done: eval/episode_return {summary['eval/episode_return']:.2f} over {episodes} episodes")
+    print(f"metrics: {summary['metrics']}")
+    if "curve" in summary:
+        print(f"learning curve: {summary['curve']}")
+
+
 class Every:
     """A cadence in env steps: ``due(step)`` is true once each time ``step`` passes a multiple of
     ``every`` (never when ``every`` is 0). Starting at ``step`` (a resumed run) skips the past."""

@@ -41,7 +41,7 @@ from rl.nets import (
     orthogonal,
 )
 from rl.rewards import RunningStats, Shaper
-from rl.runs import Every, Run
+from rl.runs import Every, Run, print_result
 
 
 @dataclass
@@ -464,17 +464,13 @@ def _train(cfg: Config, run: Run | None, resume, shaper: Shaper | None) -> dict:
     finally:
         run.close()
         env.close()
-    print(f"done: eval/episode_return {summary['eval/episode_return']:.1f} over {cfg.eval_episodes} episodes")
-    print(f"metrics: {summary['metrics']}")
-    if "curve" in summary:
-        print(f"learning curve: {summary['curve']}")
+    print_result(summary, cfg.eval_episodes)
     return summary
 
 
 def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
     """The stochastic policy (as CleanRL evaluates PPO), observation statistics frozen."""
-    env, spec = envs.make(cfg.env, 1, cfg.seed, **cfg.env_options)
-    env.close()  # only its spec is needed
+    spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
     act = jax.jit(partial(policy_step, cfg, spec))
     rng = np.random.default_rng([cfg.seed, 1, int(state.step)])
 

@@ -21,7 +21,7 @@ from rl import config as config_lib
 from rl.config import Common
 from rl.evaluation import run_episodes
 from rl.replay import Replay
-from rl.runs import Run
+from rl.runs import Run, print_result
 
 
 @dataclass
@@ -137,17 +137,13 @@ def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
     finally:
         run.close()
         env.close()
-    print(f"done: eval/episode_return {summary['eval/episode_return']:.2f} over {cfg.eval_episodes} episodes")
-    print(f"metrics: {summary['metrics']}")
-    if "curve" in summary:
-        print(f"learning curve: {summary['curve']}")
+    print_result(summary, cfg.eval_episodes)
     return summary
 
 
 def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
     """Mean return of ``episodes`` episodes on a separately seeded env; optionally an mp4 of the first."""
-    env, spec = envs.make(cfg.env, 1, cfg.seed, **cfg.env_options)
-    env.close()  # only its spec is needed
+    spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
     act, key = make_act(spec), jax.random.fold_in(state.key, 1)
 
     def policy(obs):

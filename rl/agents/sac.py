@@ -34,7 +34,7 @@ from rl.evaluation import run_episodes
 from rl.nets import MLP, tanh_gaussian_sample
 from rl.replay import Replay
 from rl.rewards import Shaper
-from rl.runs import Every, Run
+from rl.runs import Every, Run, print_result
 
 
 @dataclass
@@ -411,16 +411,12 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     finally:
         run.close()
         env.close()
-    print(f"done: eval/episode_return {summary['eval/episode_return']:.1f} over {cfg.eval_episodes} episodes")
-    print(f"metrics: {summary['metrics']}")
-    if "curve" in summary:
-        print(f"learning curve: {summary['curve']}")
+    print_result(summary, cfg.eval_episodes)
     return summary
 
 
 def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
     """Deterministic policy (tanh of the mean) on a separately seeded env."""
-    env, spec = envs.make(cfg.env, 1, cfg.seed, **cfg.env_options)
-    env.close()  # only its spec is needed
+    spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
     policy = jax.jit(lambda actor, obs: act(cfg, spec, state._replace(actor=actor), obs, None, True))
     return run_episodes(cfg, lambda obs: policy(state.actor, obs), episodes, video_path)
