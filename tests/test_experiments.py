@@ -20,23 +20,14 @@ def rl(*args, cwd):
 
 
 def test_baselines_smoke_budget_runs_every_task_and_reports(tmp_path):
+    script = [sys.executable, str(ROOT / "experiments" / "baselines.py"), "--budget", "smoke"]
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "experiments" / "baselines.py"),
-            "--budget",
-            "smoke",
-            "--runs-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
+        [*script, "--runs-dir", str(tmp_path), "--tasks", TASKS], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     root = tmp_path / "baselines-smoke"
     runs = report_lib.find_runs(root)
     assert len(runs) == 3  # SAC and PPO on Hopper, PPO on Pong
-
     assert all(r["finished"] for r in runs)
     md = (root / "report.md").read_text()
     assert "| sac | gym:Hopper-v5 | 1 |" in md and "2,310 (CleanRL" in md
@@ -44,10 +35,10 @@ def test_baselines_smoke_budget_runs_every_task_and_reports(tmp_path):
     assert (root / "curves.png").stat().st_size > 0
     # a rerun launches nothing new and reports the same runs
     again = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "baselines.py"), "--budget", "smoke", "--runs-dir", str(tmp_path),
-         "--tasks", TASKS, "--report-only"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [*script, "--runs-dir", str(tmp_path), "--tasks", TASKS, "--report-only"],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0 and len(report_lib.find_runs(root)) == len(runs)
 
 
