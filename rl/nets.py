@@ -1,6 +1,6 @@
 """Network pieces every agent shares: MLPs, image encoders and the action distributions.
 
-Encoders pick themselves from the observation: ``encoder_for(spec)`` returns the Nature CNN
+Encoders pick themselves from the observation: ``encoder_for(obs_shape)`` returns the Nature CNN
 for Atari-sized frames, a small CNN for MiniGrid's 7x7 symbolic grid, and nothing (flat
 vectors go straight to an MLP) otherwise.
 """
@@ -70,7 +70,7 @@ class GridCNN(nn.Module):
         return x.reshape(*x.shape[:-3], -1)
 
 
-def encoder_for(obs_shape: Sequence[int], obs_dtype) -> nn.Module | None:
+def encoder_for(obs_shape: Sequence[int]) -> nn.Module | None:
     """The torso for an observation: Nature CNN for frames (H, W >= 36), GridCNN for small
     integer grids, None for flat vectors (the MLP reads them directly)."""
     if len(obs_shape) == 3:

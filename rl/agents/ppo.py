@@ -119,7 +119,7 @@ class ActorCritic(nn.Module):
 def network(cfg: Config, spec: envs.EnvSpec) -> ActorCritic:
     if not isinstance(spec.action_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise ValueError(f"PPO supports Box and Discrete actions; {spec.env_id} has {spec.action_space}")
-    encoder = encoder_for(spec.obs_shape, spec.obs_dtype)
+    encoder = encoder_for(spec.obs_shape)
     return ActorCritic(tuple(cfg.hidden), spec.num_actions, spec.discrete, encoder)
 
 
