@@ -40,6 +40,19 @@ class MLP(nn.Module):
         return x
 
 
+def mlp_numpy(params: dict, x: np.ndarray, activation: Callable = np.tanh) -> np.ndarray:
+    """``MLP(hidden, out).apply`` in numpy, for host ``params`` (``jax.device_get``).
+
+    A rollout's per-step forward pass on one small batch: about 10 us on the host against about
+    100 us for a jitted call on CPU, whose cost there is dispatch, not arithmetic."""
+    layers = [params[f"Dense_{i}"] for i in range(len(params))]
+    for i, layer in enumerate(layers):
+        x = x @ layer["kernel"] + layer["bias"]
+        if i < len(layers) - 1:
+            x = activation(x)
+    return x
+
+
 class NatureCNN(nn.Module):
     """Mnih et al. 2015 (Nature) torso: 32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512. uint8 in, [0, 1] scaled."""
 

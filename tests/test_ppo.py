@@ -77,20 +77,52 @@ def test_gumbel_max_sampling_follows_the_softmax():
     np.testing.assert_allclose(np.mean(actions == 0), jax.nn.softmax(logits)[0], atol=0.01)
 
 
-def test_policy_step_packs_action_logp_and_value():
-    cfg = config_lib.build(ppo.Config, overrides={"env": "gym:HalfCheetah-v5"})
-    env, spec = envs.make(cfg.env, 2, 0)
-    obs, _ = env.reset()
-    env.close()
+@pytest.mark.parametrize("env_id", ["gym:HalfCheetah-v5", "gym:CartPole-v1"])
+def test_host_actor_samples_from_the_network(env_id):
+    cfg = config_lib.build(ppo.Config, overrides={"env": env_id})
+    spec = envs.make_spec(cfg.env, 3, 0)
     state = ppo.init(cfg, spec, jax.random.PRNGKey(0))
-    noise = np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)
-    packed, stats = ppo.policy_step(cfg, spec, state.params, state.obs_stats, obs, noise)
-    action, logp, value, policy_obs = ppo.unpack(spec, np.asarray(packed))
-    pi, v = ppo.network(cfg, spec).apply({"params": state.params}, policy_obs)
-    np.testing.assert_allclose(action, pi[0] + np.exp(pi[1]) * noise, rtol=1e-5)
-    np.testing.assert_allclose(logp, ppo.log_prob(spec, pi, action)[0], rtol=1e-5)
-    np.testing.assert_allclose(value, v, rtol=1e-5)
-    assert float(stats.count) > 1  # the observation statistics saw this batch
+    host, act = ppo.rollout_actor(cfg, spec)
+    assert host  # vector observations: numpy on the host
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, *spec.obs_shape)).astype(np.float32)
+    noise = ppo.draw_noise(spec, rng)
+    action = act(jax.device_get(state.params), x, noise)
+    pi, _ = ppo.network(cfg, spec).apply({"params": state.params}, x)
+    if spec.discrete:
+        np.testing.assert_array_equal(action, np.argmax(pi + noise, -1))
+    else:
+        np.testing.assert_allclose(action, pi[0] + np.exp(pi[1]) * noise, rtol=1e-5, atol=1e-6)
+
+
+def test_rollout_values_and_observation_statistics():
+    cfg = config_lib.build(ppo.Config, overrides={"env": "gym:HalfCheetah-v5"})
+    spec = envs.make_spec(cfg.env, 2, 0)
+    state = ppo.init(cfg, spec, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(1)
+    raw = rng.normal(2.0, 3.0, size=(5, 2, 17)).astype(np.float32)
+    stats, xs = state.obs_stats, []
+    for t in range(5):
+        stats, x = ppo.observe(cfg, spec, stats, raw[t])
+        xs.append(x)
+    np.testing.assert_allclose(stats.mean, raw.reshape(10, 17).mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        xs[-1], np.clip((raw[4] - stats.mean) / np.sqrt(stats.var + 1e-8), -10, 10), rtol=1e-5
+    )
+    truncated = np.zeros((5, 2), bool)
+    truncated[3, 1] = True
+    rollout = {
+        "policy_obs": np.stack(xs), "final_obs": np.stack(xs)[::-1].copy(), "last_obs": xs[0],
+        "action": rng.normal(size=(5, 2, 6)).astype(np.float32), "truncated": truncated,
+    }  # fmt: skip
+    out = jax.jit(lambda p, r: ppo.rollout_values(cfg, spec, p, r))(state.params, rollout)
+    net = ppo.network(cfg, spec)
+    pi, v = net.apply({"params": state.params}, rollout["policy_obs"])
+    np.testing.assert_allclose(out["value"], v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["logp"], ppo.log_prob(spec, pi, rollout["action"])[0], rtol=1e-5)
+    final = net.apply({"params": state.params}, rollout["final_obs"])[1]
+    np.testing.assert_allclose(out["final_value"], np.where(truncated, final, 0.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["last_value"], v[0], rtol=1e-5, atol=1e-6)
 
 
 def test_ppo_solves_cartpole(tmp_path):

@@ -17,6 +17,12 @@ def test_running_stats_merge_equals_whole_data_moments():
     data = np.concatenate(chunks)
     np.testing.assert_allclose(stats.mean, data.mean(0), rtol=1e-4)
     np.testing.assert_allclose(stats.var, data.var(0), rtol=1e-3)
+    host = RunningStats.zeros((4,)).host()  # the same merge in numpy, for host loops
+    for c in chunks:
+        host = host.merge(c, (0,))
+    assert isinstance(host.mean, np.ndarray)
+    np.testing.assert_allclose(host.mean, stats.mean, rtol=1e-5)
+    np.testing.assert_allclose(host.var, stats.var, rtol=1e-4)
 
 
 class Half:

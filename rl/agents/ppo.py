@@ -9,9 +9,11 @@ Continuous actions: separate 64x64 tanh actor and critic MLPs, a state-independe
 Discrete actions: a shared torso (Nature CNN for Atari frames, a small CNN for MiniGrid's
 grid, an MLP for vectors) with policy and value heads.
 
-The rollout lives on the host (one jitted ``policy_step`` per env step). The training reward
-is the Shaper's output on the whole rollout batch, scaled, then fed to GAE. A truncated
-episode bootstraps from the value of its final observation (``info["next_obs"]``).
+The rollout lives on the host and only samples actions (``rollout_actor``: the actor MLP in
+numpy for vector observations, the jitted network for images); ``update`` computes the batch's
+log probs and values in one pass under the same parameters. The training reward is the
+Shaper's output on the whole rollout batch, scaled, then fed to GAE. A truncated episode
+bootstraps from the value of its final observation (``info["next_obs"]``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from rl.nets import (
     encoder_for,
     gaussian_entropy,
     gaussian_logp,
+    mlp_numpy,
     orthogonal,
 )
 from rl.rewards import RunningStats, Shaper
@@ -108,8 +111,8 @@ class ActorCritic(nn.Module):
             x = MLP(self.hidden, activation=nn.relu, kernel_init=orthogonal())(x) if self.hidden else x
             logits = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))(x)
             return logits, nn.Dense(1, kernel_init=orthogonal(1.0))(x)[..., 0]
-        value = MLP(self.hidden, 1, nn.tanh, orthogonal(), out_scale=1.0)(obs)[..., 0]
-        out = MLP(self.hidden, self.num_actions, nn.tanh, orthogonal(), out_scale=0.01)(obs)
+        value = MLP(self.hidden, 1, nn.tanh, orthogonal(), out_scale=1.0, name="critic")(obs)[..., 0]
+        out = MLP(self.hidden, self.num_actions, nn.tanh, orthogonal(), out_scale=0.01, name="actor")(obs)
         if self.discrete:
             return out, value
         log_std = self.param("log_std", nn.initializers.zeros, (self.num_actions,))
@@ -120,6 +123,10 @@ def network(cfg: Config, spec: envs.EnvSpec) -> ActorCritic:
     if not isinstance(spec.action_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise ValueError(f"PPO supports Box and Discrete actions; {spec.env_id} has {spec.action_space}")
     encoder = encoder_for(spec.obs_shape)
+    if encoder is not None and not spec.discrete:
+        raise ValueError(
+            f"PPO's image networks have Discrete heads only; {spec.env_id} has {spec.action_space}"
+        )
     return ActorCritic(tuple(cfg.hidden), spec.num_actions, spec.discrete, encoder)
 
 
@@ -167,7 +174,7 @@ def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> 
         params=params,
         opt=optimizer(cfg).init(params),
         shaper=shaper.init(k_shaper, spec),
-        obs_stats=RunningStats.zeros(spec.obs_shape if normalizes_obs(cfg, spec) else ()),
+        obs_stats=RunningStats.zeros(spec.obs_shape if normalizes_obs(cfg, spec) else ()).host(),
         return_stats=RunningStats.zeros(),
         returns=jnp.zeros((spec.num_envs,), jnp.float32),
         key=key,
@@ -176,48 +183,44 @@ def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> 
     )
 
 
-def policy_input(cfg, spec, stats: RunningStats, obs):
-    """What the network sees: observations normalized by ``stats`` and clipped (vectors), or as stored."""
+def observe(cfg, spec, stats: RunningStats, obs, update: bool = True):
+    """``(stats, x)``: what the network sees for raw ``obs``. Vectors are folded into the running
+    statistics first when ``update`` (gymnasium's NormalizeObservation), then normalized and
+    clipped; images pass as they are (the encoder scales them)."""
     if not normalizes_obs(cfg, spec):
-        return obs
-    return jnp.clip(stats.normalize(obs.astype(jnp.float32)), -cfg.clip_obs, cfg.clip_obs)
+        return stats, obs
+    obs = np.asarray(obs, np.float32)
+    if update:
+        stats = stats.merge(obs, (0,))
+    return stats, np.clip(stats.normalize(obs), -cfg.clip_obs, cfg.clip_obs).astype(np.float32)
 
 
-def policy_step(cfg, spec, params, stats: RunningStats, obs, noise):
-    """One env step's forward pass: fold ``obs`` into the observation statistics (gymnasium's
-    NormalizeObservation), then sample. Returns ``(packed, stats)``: ``packed`` [E, k] holds the
-    action, log prob, value and policy input side by side (one device-to-host copy per step
-    instead of four; ``unpack`` splits it).
-
-    ``noise`` comes from the host's generator: standard normal [E, dim] for Box actions,
-    standard Gumbel [E, n] for Discrete (Gumbel-max sampling). Drawing it with jax.random
-    inside this tiny program measured 3x slower on CPU."""
-    if normalizes_obs(cfg, spec):
-        stats = stats.merge(obs.astype(jnp.float32), (0,))
-    x = policy_input(cfg, spec, stats, obs)
-    pi, value = network(cfg, spec).apply({"params": params}, x)
-    if spec.discrete:
-        action = jnp.argmax(pi + noise, axis=-1)
-    else:
-        mean, log_std = pi
-        action = mean + jnp.exp(log_std) * noise
-    logp = log_prob(spec, pi, action)[0]
-    E = obs.shape[0]
-    parts = [action.reshape(E, -1).astype(jnp.float32), logp[:, None], value[:, None]]
-    if normalizes_obs(cfg, spec):
-        parts.append(x.reshape(E, -1))
-    return jnp.concatenate(parts, axis=1), stats
+@partial(jax.jit, static_argnums=0)
+def _sample_jit(net, params, x, noise):
+    return jnp.argmax(net.apply({"params": params}, x)[0] + noise, axis=-1)
 
 
-def unpack(spec, packed: np.ndarray):
-    """(action, log prob, value, policy input or None) from ``policy_step``'s packed output."""
-    d = int(np.prod(spec.action_shape))
-    action = packed[:, :d].reshape(-1, *spec.action_shape)
-    if spec.discrete:
-        action = action.astype(np.int32)
-    rest = packed[:, d + 2 :]
-    policy_obs = rest.reshape(-1, *spec.obs_shape) if rest.shape[1] else None
-    return action, packed[:, d], packed[:, d + 1], policy_obs
+def rollout_actor(cfg, spec):
+    """``(host, act)``: the per-step sampler ``act(params, x, noise) -> action`` of the rollout.
+
+    The rollout only needs actions: log probs and values of the whole batch are computed in
+    one call at the start of ``update``, under the same parameters. With vector observations
+    the actor MLP then runs in numpy on host parameters (``host`` is True: pass
+    ``jax.device_get(params)``), which costs about 15 us a step where a jitted call costs
+    about 100 us on CPU; images go through the jitted network. ``noise`` comes from the host's
+    generator (``draw_noise``): the sample is mean + std * noise for Box actions, Gumbel-max
+    for Discrete."""
+    net = network(cfg, spec)
+    if net.encoder is not None:
+        return False, lambda params, x, noise: np.asarray(_sample_jit(net, params, x, noise))
+
+    def act(params, x, noise):
+        out = mlp_numpy(params["actor"], x)
+        if spec.discrete:
+            return np.argmax(out + noise, axis=-1)
+        return out + np.exp(params["log_std"]) * noise
+
+    return True, act
 
 
 def draw_noise(spec, rng: np.random.Generator):
@@ -302,12 +305,41 @@ def ppo_loss(cfg, spec, params, mb):
     return loss, info
 
 
-def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollout: dict):
-    """Shaper reward -> reward scaling -> GAE -> ``update_epochs`` x ``num_minibatches`` steps.
+def rollout_values(cfg: Config, spec: envs.EnvSpec, params, rollout: dict) -> dict:
+    """Log probs and values of the rollout under the parameters that collected it, in one pass:
+    ``logp`` and ``value`` [T, E] of the taken actions and states, ``final_value`` [T, E] of the
+    final observation where an episode was truncated (0 elsewhere), ``last_value`` [E]."""
+    net = network(cfg, spec)
 
-    ``rollout`` holds [T, E] arrays: obs, policy_obs, action, logp, value, reward (the env's),
-    terminated, truncated, next_obs, final_value; and last_value [E]."""
+    def apply(x):  # [T, E, ...] through the network as one flat batch
+        lead = x.shape[:2]
+        pi, v = net.apply({"params": params}, x.reshape(-1, *x.shape[2:]))
+        return jax.tree.map(lambda a: a.reshape(*lead, *a.shape[1:]), pi), v.reshape(lead)
+
+    pi, value = apply(rollout["policy_obs"])
+    truncated = rollout["truncated"]
+    final_value = jax.lax.cond(  # truncations are rare: skip the pass when there are none
+        truncated.any(),
+        lambda: jnp.where(truncated, apply(rollout["final_obs"])[1], 0.0),
+        lambda: jnp.zeros_like(value),
+    )
+    return {
+        "logp": log_prob(spec, pi, rollout["action"])[0],
+        "value": value,
+        "final_value": final_value,
+        "last_value": net.apply({"params": params}, rollout["last_obs"])[1],
+    }
+
+
+def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollout: dict):
+    """Values -> Shaper reward -> reward scaling -> GAE -> ``update_epochs`` x ``num_minibatches`` steps.
+
+    ``rollout`` holds [T, E] arrays: obs, policy_obs (the network's inputs), action, reward (the
+    env's), terminated, truncated, next_obs, final_obs (the policy input of the final
+    observation where truncated); and last_obs [E] (the policy input after the rollout). The
+    Shaper sees it with ``logp`` and ``value`` added."""
     key, k_shaper, k_perm = jax.random.split(state.key, 3)
+    rollout = {**rollout, **rollout_values(cfg, spec, state.params, rollout)}
     reward, reward_info = shaper.reward(state.shaper, rollout)
     if reward.shape != rollout["value"].shape:
         raise ValueError(
@@ -372,17 +404,6 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
 
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
-    # One tiny forward pass per env step: on CPU, synchronous dispatch runs it on this thread
-    # instead of waking XLA's pool after every env step (measured 130 -> 65 us a step).
-    previous = jax.config.read("jax_cpu_enable_async_dispatch")
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-    try:
-        return _train(cfg, run, resume, shaper)
-    finally:
-        jax.config.update("jax_cpu_enable_async_dispatch", previous)
-
-
-def _train(cfg: Config, run: Run | None, resume, shaper: Shaper | None) -> dict:
     shaper = shaper or Shaper()
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     network(cfg, spec)  # unsupported spaces fail here, before a run directory exists
@@ -394,26 +415,20 @@ def _train(cfg: Config, run: Run | None, resume, shaper: Shaper | None) -> dict:
         state = checkpoint.load(resume, state)[0]
         obs, _ = env.reset(seed=cfg.seed + int(state.step))  # fresh episodes, reproducible from here
     norm = normalizes_obs(cfg, spec)
-    act = jax.jit(partial(policy_step, cfg, spec))
-
-    @jax.jit
-    def value_fn(params, stats, obs):
-        return network(cfg, spec).apply({"params": params}, policy_input(cfg, spec, stats, obs))[1]
-
+    host, act = rollout_actor(cfg, spec)
     learn = jax.jit(partial(update, cfg, spec, shaper), donate_argnums=(0,))
     T, E = cfg.num_steps, cfg.num_envs
     buf = {
         "obs": np.zeros((T, E, *spec.obs_shape), spec.obs_dtype),
         "next_obs": np.zeros((T, E, *spec.obs_shape), spec.obs_dtype),
         "action": np.zeros((T, E, *spec.action_shape), np.int32 if spec.discrete else np.float32),
-        "logp": np.zeros((T, E), np.float32),
-        "value": np.zeros((T, E), np.float32),
         "reward": np.zeros((T, E, *spec.reward_shape), np.float32),
         "terminated": np.zeros((T, E), bool),
         "truncated": np.zeros((T, E), bool),
-        "final_value": np.zeros((T, E), np.float32),
     }
+    # the network's inputs: normalized copies for vectors, the observations themselves otherwise
     buf["policy_obs"] = np.zeros((T, E, *spec.obs_shape), np.float32) if norm else buf["obs"]
+    buf["final_obs"] = np.zeros((T, E, *spec.obs_shape), np.float32) if norm else buf["next_obs"]
     step = int(state.step)
     log, evals, ckpts = (
         Every(cfg.log_every, step),
@@ -421,33 +436,31 @@ def _train(cfg: Config, run: Run | None, resume, shaper: Shaper | None) -> dict:
         Every(cfg.checkpoint_every, step),
     )
     rng = np.random.default_rng([cfg.seed, step])  # action noise; reseeded by step on resume
-    obs_stats = state.obs_stats
+    obs_stats = state.obs_stats.host()  # a resumed checkpoint's arrays
 
     def save():
         run.save_checkpoint(step, state._replace(step=jnp.int32(step), obs=obs, obs_stats=obs_stats))
 
     try:
         while step + cfg.batch_size <= cfg.total_steps:
+            params = jax.device_get(state.params) if host else state.params
             for t in range(T):
-                packed, obs_stats = act(state.params, obs_stats, obs, draw_noise(spec, rng))
-                action, logp, value, p_obs = unpack(spec, np.asarray(packed))
+                obs_stats, x = observe(cfg, spec, obs_stats, obs)
+                action = act(params, x, draw_noise(spec, rng))
                 next_obs, reward, terminated, truncated, info = env.step(env_action(spec, action))
-                buf["obs"][t], buf["action"][t] = obs, action
-                if norm:
-                    buf["policy_obs"][t] = p_obs
-                buf["logp"][t], buf["value"][t], buf["reward"][t] = logp, value, reward
+                buf["obs"][t], buf["action"][t], buf["reward"][t] = obs, action, reward
                 buf["terminated"][t], buf["truncated"][t] = terminated, truncated
                 buf["next_obs"][t] = info["next_obs"]
-                buf["final_value"][t] = 0.0
-                if truncated.any():  # bootstrap value of the time-limited episode's final obs
-                    final_value = np.asarray(value_fn(state.params, obs_stats, info["next_obs"]))
-                    buf["final_value"][t] = np.where(truncated, final_value, 0.0)
+                if norm:
+                    buf["policy_obs"][t] = x
+                    if truncated.any():  # bootstrapped from in update, under these statistics
+                        buf["final_obs"][t] = observe(cfg, spec, obs_stats, info["next_obs"], False)[1]
                 obs = next_obs
                 step += E
                 run.record_episodes(info["episodes"])
                 run.progress(step, cfg.total_steps)
-            last_value = value_fn(state.params, obs_stats, obs)
-            state, metrics = learn(state, {**buf, "last_value": last_value})
+            last_obs = observe(cfg, spec, obs_stats, obs, update=False)[1]
+            state, metrics = learn(state, {**buf, "last_obs": last_obs})
             if log.due(step) or step + cfg.batch_size > cfg.total_steps:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 m.update(run.episode_metrics(), **{"perf/sps": run.sps(step)})
@@ -471,11 +484,13 @@ def _train(cfg: Config, run: Run | None, resume, shaper: Shaper | None) -> dict:
 def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
     """The stochastic policy (as CleanRL evaluates PPO), observation statistics frozen."""
     spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
-    act = jax.jit(partial(policy_step, cfg, spec))
+    host, act = rollout_actor(cfg, spec)
+    params = jax.device_get(state.params) if host else state.params
+    stats = state.obs_stats.host()
     rng = np.random.default_rng([cfg.seed, 1, int(state.step)])
 
-    def policy(obs):  # statistics frozen: the updated ones that policy_step returns are dropped
-        packed = act(state.params, state.obs_stats, obs, draw_noise(spec, rng))[0]
-        return env_action(spec, unpack(spec, np.asarray(packed))[0])
+    def policy(obs):
+        x = observe(cfg, spec, stats, obs, update=False)[1]
+        return env_action(spec, act(params, x, draw_noise(spec, rng)))
 
     return run_episodes(cfg, policy, episodes, video_path)
