@@ -415,8 +415,15 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     return summary
 
 
+@partial(jax.jit, static_argnums=0)
+def _deterministic(actor: Actor, params, obs, low, high):
+    return to_env(jnp.tanh(actor.apply({"params": params}, obs.astype(jnp.float32))[0]), low, high)
+
+
 def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
     """Deterministic policy (tanh of the mean) on a separately seeded env."""
     spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
-    policy = jax.jit(lambda actor, obs: act(cfg, spec, state._replace(actor=actor), obs, None, True))
-    return run_episodes(cfg, lambda obs: policy(state.actor, obs), episodes, video_path)
+    actor, low, high = networks(cfg, spec)[0], *action_bounds(spec)  # compiled once per actor shape
+    return run_episodes(
+        cfg, lambda obs: _deterministic(actor, state.actor, obs, low, high), episodes, video_path
+    )
