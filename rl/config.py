@@ -26,6 +26,37 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class ShaperConfig:
+    """The training reward (rl.rewards): the env reward plus the intrinsic ``terms``, fused.
+
+    Each term's section takes stream options (weight, decay: w (1 - decay)^t, normalize:
+    none | std | meanstd | return, symlog, clip) and the term's own keys, e.g.
+    ``shaper.icm.weight=0.01 shaper.icm.beta=0.2``."""
+
+    terms: list[str] = field(default_factory=list)  # icm, rnd, disagreement, re3, state_entropy
+    fuse: Literal["sum", "product", "max", "cycle"] = "sum"  # how intrinsic streams combine (HIRE)
+    cycle_every: int = 1000  # updates per active intrinsic term with fuse=cycle
+    intrinsic_weight: float = 1.0  # scales the fused intrinsic reward
+    intrinsic_decay: float = 0.0  # intrinsic_weight * (1 - intrinsic_decay)^updates (RLeXplore)
+    extrinsic: dict = field(default_factory=dict)  # stream options of the env reward
+    icm: dict = field(default_factory=dict)
+    rnd: dict = field(default_factory=dict)
+    disagreement: dict = field(default_factory=dict)
+    re3: dict = field(default_factory=dict)
+    state_entropy: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from rl import rewards
+
+        try:
+            rewards.from_config(self)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"shaper: {e}") from None
+
+
+@dataclass
 class Common:
     """Keys every agent shares (DESIGN.md "Runs"). Agents subclass it with their own."""
 
@@ -42,6 +73,7 @@ class Common:
     run_name: str = ""  # empty: <agent>-<env>-s<seed>-<date>
     runs_dir: str = "runs"  # root of all runs, relative to the working directory
     wandb: Literal["disabled", "offline", "online"] = "disabled"  # mirror the run to wandb
+    shaper: ShaperConfig = field(default_factory=ShaperConfig)  # the reward the agent trains on
 
     def validate(self) -> None:
         from rl import envs

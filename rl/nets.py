@@ -57,10 +57,11 @@ class NatureCNN(nn.Module):
     """Mnih et al. 2015 (Nature) torso: 32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512. uint8 in, [0, 1] scaled."""
 
     features: int = 512
+    scale: bool = True  # divide by 255; False for inputs that are already normalized floats
 
     @nn.compact
     def __call__(self, x):
-        x = x.astype(jnp.float32) / 255.0
+        x = x.astype(jnp.float32) / (255.0 if self.scale else 1.0)
         init = {"kernel_init": orthogonal(), "bias_init": nn.initializers.zeros}
         x = nn.relu(nn.Conv(32, (8, 8), (4, 4), padding="VALID", **init)(x))
         x = nn.relu(nn.Conv(64, (4, 4), (2, 2), padding="VALID", **init)(x))
@@ -83,11 +84,12 @@ class GridCNN(nn.Module):
         return x.reshape(*x.shape[:-3], -1)
 
 
-def encoder_for(obs_shape: Sequence[int]) -> nn.Module | None:
-    """The torso for an observation: Nature CNN for frames (H, W >= 36), GridCNN for small
-    integer grids, None for flat vectors (the MLP reads them directly)."""
+def encoder_for(obs_shape: Sequence[int], scale: bool = True) -> nn.Module | None:
+    """The torso for an observation: Nature CNN for frames (H, W >= 36; ``scale`` divides
+    uint8 pixels by 255), GridCNN for small integer grids, None for flat vectors (the MLP
+    reads them directly)."""
     if len(obs_shape) == 3:
-        return NatureCNN() if min(obs_shape[:2]) >= 36 else GridCNN()
+        return NatureCNN(scale=scale) if min(obs_shape[:2]) >= 36 else GridCNN()
     if len(obs_shape) != 1:
         raise ValueError(f"no encoder for observations of shape {tuple(obs_shape)} (flat or HxWxC only)")
     return None

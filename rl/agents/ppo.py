@@ -43,7 +43,7 @@ from rl.nets import (
     mlp_numpy,
     orthogonal,
 )
-from rl.rewards import RunningStats, Shaper
+from rl.rewards import RunningStats, Shaper, from_config
 from rl.runs import Every, Run, print_result
 
 
@@ -167,7 +167,7 @@ def normalizes_obs(cfg: Config, spec: envs.EnvSpec) -> bool:
 
 
 def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
-    shaper = shaper or Shaper()
+    shaper = shaper or from_config(cfg.shaper)
     k_net, k_shaper, key = jax.random.split(key, 3)
     params = network(cfg, spec).init(k_net, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))["params"]
     return State(
@@ -404,7 +404,7 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
 
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
-    shaper = shaper or Shaper()
+    shaper = shaper or from_config(cfg.shaper)
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     network(cfg, spec)  # unsupported spaces fail here, before a run directory exists
     run = run or Run.create(cfg, "ppo")

@@ -33,7 +33,7 @@ from rl.config import Common
 from rl.evaluation import run_episodes
 from rl.nets import MLP, tanh_gaussian_sample
 from rl.replay import Replay
-from rl.rewards import Shaper
+from rl.rewards import Shaper, from_config
 from rl.runs import Every, Run, print_result
 
 
@@ -151,7 +151,7 @@ def target_entropy(cfg: Config, spec: envs.EnvSpec) -> float:
 
 
 def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
-    shaper = shaper or Shaper()
+    shaper = shaper or from_config(cfg.shaper)
     actor, critic = networks(cfg, spec)
     k_actor, k_critic, k_shaper, key = jax.random.split(key, 4)
     obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
@@ -334,7 +334,7 @@ def train_step(
 
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
-    shaper = shaper or Shaper()
+    shaper = shaper or from_config(cfg.shaper)
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     low, high = action_bounds(spec)  # a discrete env fails here, before a run directory exists
     run = run or Run.create(cfg, "sac")

@@ -1,4 +1,15 @@
-"""The Shaper: named reward streams, each optionally normalized, fused into one training reward."""
+"""The Shaper: named reward streams, each weighted, normalized and transformed on its own, fused
+into the one reward the agent trains on.
+
+    total = sum_{extrinsic-kind streams} w_s(t) r~_s  +  w_int(t) * F({w_i(t) r~_i : intrinsic i})
+
+where ``r~`` is a stream's value after its normalization and transforms, ``t`` counts
+``update`` calls, and ``F`` is the fusion of HIRE (Yuan et al., "Deep Reinforcement Learning
+with Hybrid Intrinsic Reward Model"): ``sum``, ``product``, ``max`` (elementwise over the
+intrinsic streams) or ``cycle`` (one intrinsic stream at a time, switching every
+``cycle_every`` updates). The env reward (``Extrinsic``) and potential-based shaping are
+extrinsic-kind streams: always summed, never fused.
+"""
 
 from __future__ import annotations
 
@@ -7,75 +18,66 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from rl.rewards import transforms
+from rl.rewards.schedules import Schedule, as_schedule
+from rl.rewards.stats import RunningStats
 from rl.rewards.term import Extrinsic, Term
 
-
-class RunningStats(NamedTuple):
-    """Running mean and variance over every value seen (Chan et al. 1979 parallel merge).
-
-    Works on device arrays (inside jit) and on host numpy arrays (``host()``: float64, for a
-    per-step loop on the host, where each jax.numpy call would cost a dispatch)."""
-
-    mean: jax.Array
-    var: jax.Array
-    count: jax.Array
-
-    @classmethod
-    def zeros(cls, shape=()) -> RunningStats:
-        return cls(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.float32(1e-4))
-
-    def host(self) -> RunningStats:
-        return RunningStats(*(np.asarray(a, np.float64) for a in jax.device_get(self)))
-
-    def merge(self, x, axes) -> RunningStats:
-        """Fold the values of ``x`` reduced over ``axes`` into the statistics."""
-        xp = np if isinstance(self.mean, np.ndarray) and isinstance(x, np.ndarray) else jnp
-        n = 1
-        for a in axes:
-            n = n * x.shape[a]
-        b_mean, b_var = xp.mean(x, axis=axes), xp.var(x, axis=axes)
-        total = self.count + n
-        delta = b_mean - self.mean
-        mean = self.mean + delta * n / total
-        m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
-        return RunningStats(mean, m2 / total, total)
-
-    def normalize(self, x, eps: float = 1e-8):
-        return (x - self.mean) / (self.var + eps) ** 0.5
+FUSIONS = ("sum", "product", "max", "cycle")
 
 
 @dataclass(frozen=True)
 class Stream:
-    """One named term in the Shaper: its weight, decayed as ``weight * (1 - decay) ** updates``
-    (the beta * (1 - kappa)^t schedule of intrinsic-reward papers), and whether its values are
-    normalized by running mean/std before fusing."""
+    """One named term in the Shaper.
+
+    ``weight``: a number or a schedule (``rl.rewards.schedules``). ``normalize``: ``none``,
+    ``std`` (divide by the running std of the values, sign kept), ``meanstd`` (standardize) or
+    ``return`` (divide by the running std of the discounted return, as RND; needs [T, E]
+    rollouts; on replay batches, which have no time order, the std of the values). Then
+    ``symlog`` and ``clip`` (to [-clip, clip]) if set. ``intrinsic`` streams are fused; None
+    takes the term's ``intrinsic`` attribute (False for the env reward and potential-based
+    shaping), True if it has none."""
 
     name: str
     term: Term
-    weight: float = 1.0
-    decay: float = 0.0
-    normalize: bool = False
+    weight: float | Schedule = 1.0
+    normalize: str = "none"
+    symlog: bool = False
+    clip: float | None = None
+    intrinsic: bool | None = None
+    gamma: float = 0.99  # discount of the ``return`` normalization
+
+    def __post_init__(self):
+        if self.normalize not in transforms.NORMALIZE:
+            raise ValueError(
+                f"stream '{self.name}': unknown normalize={self.normalize!r}; choices: {transforms.NORMALIZE}"
+            )
+        object.__setattr__(self, "weight", as_schedule(self.weight))
+        if self.intrinsic is None:
+            object.__setattr__(self, "intrinsic", bool(getattr(self.term, "intrinsic", True)))
 
 
 class ShaperState(NamedTuple):
     terms: dict  # name -> the term's state
-    stats: dict  # name -> RunningStats of its raw values (normalized streams only)
-    updates: jax.Array  # update() calls so far: drives the weight schedules
+    stats: dict  # name -> RunningStats (normalized streams only)
+    returns: dict  # name -> [E] running discounted return (``return``-normalized streams only)
+    updates: jax.Array  # update() calls so far: drives the schedules and the cycle
 
 
 @dataclass(frozen=True)
 class Shaper:
     """``reward(state, batch) -> (reward, info)`` and ``update(state, batch, key)``.
 
-    ``info`` holds every stream's mean raw value (``reward/<name>``) and, for normalized
-    streams, the mean normalized value (``reward/<name>_norm``): the standard metric names.
-    The default Shaper is the env reward alone, unchanged.
+    ``info`` holds each stream's mean raw value (``reward/<name>``), its mean after
+    normalization and transforms (``reward/<name>_norm``, where it has any) and the fused
+    intrinsic reward (``reward/intrinsic``). The default Shaper is the env reward, unchanged.
     """
 
     streams: tuple[Stream, ...] = field(default_factory=lambda: (Stream("extrinsic", Extrinsic()),))
     fuse: str = "sum"
+    cycle_every: int = 1000  # updates per active intrinsic stream with fuse="cycle"
+    intrinsic_weight: float | Schedule = 1.0  # w_int(t): scales the fused intrinsic reward
 
     def __post_init__(self):
         names = [s.name for s in self.streams]
@@ -83,37 +85,71 @@ class Shaper:
             raise ValueError("a Shaper needs at least one stream")
         if len(set(names)) != len(names):
             raise ValueError(f"Shaper stream names must be unique, got {names}")
-        if self.fuse != "sum":
-            raise ValueError(f"unknown fusion '{self.fuse}'; available: sum")
+        if self.fuse not in FUSIONS:
+            raise ValueError(f"unknown fusion '{self.fuse}'; available: {', '.join(FUSIONS)}")
+        if self.cycle_every < 1:
+            raise ValueError(f"cycle_every must be >= 1, got {self.cycle_every}")
+        object.__setattr__(self, "intrinsic_weight", as_schedule(self.intrinsic_weight))
 
     def init(self, key, spec) -> ShaperState:
         keys = jax.random.split(key, len(self.streams))
         terms = {s.name: s.term.init(k, spec) for s, k in zip(self.streams, keys)}
-        stats = {s.name: RunningStats.zeros() for s in self.streams if s.normalize}
-        return ShaperState(terms, stats, jnp.int32(0))
+        stats = {s.name: RunningStats.zeros() for s in self.streams if s.normalize != "none"}
+        num_envs = getattr(spec, "num_envs", 1)
+        returns = {s.name: jnp.zeros(num_envs, jnp.float32) for s in self.streams if s.normalize == "return"}
+        return ShaperState(terms, stats, returns, jnp.int32(0))
 
     def weight(self, stream: Stream, state: ShaperState):
-        return stream.weight * (1.0 - stream.decay) ** state.updates.astype(jnp.float32)
+        return stream.weight(state.updates)
+
+    def _transform(self, s: Stream, state: ShaperState, r):
+        r = transforms.normalize(s.normalize, state.stats.get(s.name), r)
+        if s.symlog:
+            r = transforms.symlog(r)
+        if s.clip is not None:
+            r = jnp.clip(r, -s.clip, s.clip)
+        return r
+
+    def _fuse(self, values: list, state: ShaperState):
+        stacked = jnp.stack(values)
+        if self.fuse == "sum":
+            return stacked.sum(0)
+        if self.fuse == "product":
+            return stacked.prod(0)
+        if self.fuse == "max":
+            return stacked.max(0)
+        active = (state.updates // self.cycle_every) % len(values)  # cycle
+        return stacked[active]
 
     def reward(self, state: ShaperState, batch: dict) -> tuple[jax.Array, dict[str, Any]]:
-        total, info = 0.0, {}
+        total, intrinsic, info = 0.0, [], {}
         for s in self.streams:
-            r = s.term.reward(state.terms[s.name], batch)
-            info[f"reward/{s.name}"] = jnp.mean(r)
-            if s.normalize:
-                r = state.stats[s.name].normalize(r)
+            raw = s.term.reward(state.terms[s.name], batch)
+            info[f"reward/{s.name}"] = jnp.mean(raw)
+            r = self._transform(s, state, raw)
+            if r is not raw:
                 info[f"reward/{s.name}_norm"] = jnp.mean(r)
-            total = total + self.weight(s, state) * r
+            r = self.weight(s, state) * r
+            if s.intrinsic:
+                intrinsic.append(r)
+            else:
+                total = total + r
+        if intrinsic:
+            fused = self.intrinsic_weight(state.updates) * self._fuse(intrinsic, state)
+            info["reward/intrinsic"] = jnp.mean(fused)
+            total = total + fused
         return total, info
 
     def update(self, state: ShaperState, batch: dict, key) -> tuple[ShaperState, dict]:
         """Train the learned terms on ``batch`` and fold its raw values into the running stats."""
-        terms, stats, metrics = dict(state.terms), dict(state.stats), {}
+        terms, stats, returns, metrics = dict(state.terms), dict(state.stats), dict(state.returns), {}
         keys = jax.random.split(key, len(self.streams))
         for s, k in zip(self.streams, keys):
-            if s.normalize:
+            if s.normalize != "none":
                 r = s.term.reward(state.terms[s.name], batch)
+                if s.normalize == "return" and r.ndim == 2:  # a [T, E] rollout: time-ordered
+                    r, returns[s.name] = transforms.discounted_returns(r, returns[s.name], s.gamma)
                 stats[s.name] = stats[s.name].merge(r, tuple(range(r.ndim)))
             terms[s.name], m = s.term.update(state.terms[s.name], batch, k)
             metrics.update({f"reward/{s.name}/{key}": v for key, v in m.items()})
-        return ShaperState(terms, stats, state.updates + 1), metrics
+        return ShaperState(terms, stats, returns, state.updates + 1), metrics

@@ -1,0 +1,90 @@
+"""Ensemble disagreement (Pathak et al. 2019, "Self-Supervised Exploration via Disagreement";
+the latent-disagreement bonus of Plan2Explore, Sekar et al. 2020, and InDRiVE).
+
+K forward models f_k(phi(s), a) -> phi(s'), each trained on the batch from its own random
+init; the bonus is their disagreement, the variance across the ensemble averaged over
+feature dimensions (section 3): high where the models have not seen enough data to agree,
+low on stochastic but well-explored transitions. phi is a fixed random embedding
+(the paper's random-feature variant); ``features=0`` uses flat vector observations as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from rl.nets import MLP
+from rl.rewards.learned import Embedding, LearnedState, action_input, flat, leading, spec_fields, train_step
+
+
+class Ensemble(nn.Module):
+    """K forward MLPs evaluated as one batched network: [K, N, features]."""
+
+    hidden: tuple[int, ...]
+    out: int
+    k: int
+
+    @nn.compact
+    def __call__(self, x):
+        models = nn.vmap(
+            MLP,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.k,
+        )
+        return models(self.hidden, self.out, nn.relu)(x)
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    ensemble: int = 5  # K
+    features: int = 64  # random embedding size (0: raw flat observations)
+    hidden: tuple[int, ...] = (256, 256)
+    lr: float = 1e-3
+
+    def _embedding(self, obs_shape):
+        return Embedding(tuple(obs_shape), (256,), self.features) if self.features else None
+
+    def init(self, key, spec):
+        k_embed, k_models = jax.random.split(key)
+        fields = spec_fields(spec)
+        obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+        embed = self._embedding(spec.obs_shape)
+        fixed = embed.init(k_embed, obs)["params"] if embed else None
+        dim = self.features or math.prod(spec.obs_shape)
+        x = jnp.zeros((1, dim + fields["action_dim"]), jnp.float32)
+        params = Ensemble(tuple(self.hidden), dim, self.ensemble).init(k_models, x)["params"]
+        return LearnedState(params, optax.adam(self.lr).init(params), fixed, **fields)
+
+    def _predict(self, state, params, batch):
+        """(lead, [K, N, D] predictions of phi(s'), [N, D] phi(s'))."""
+        lead = leading(batch)
+        obs, next_obs = flat(batch["obs"], lead), flat(batch["next_obs"], lead)
+        embed = self._embedding(obs.shape[1:])
+        if embed is None:
+            phi, phi_next = obs.reshape(obs.shape[0], -1), next_obs.reshape(obs.shape[0], -1)
+            phi, phi_next = phi.astype(jnp.float32), phi_next.astype(jnp.float32)
+        else:
+            phi, phi_next = (embed.apply({"params": state.fixed}, o) for o in (obs, next_obs))
+        x = jnp.concatenate([phi, action_input(state, flat(batch["action"], lead))], -1)
+        pred = Ensemble(tuple(self.hidden), phi.shape[-1], self.ensemble).apply({"params": params}, x)
+        return lead, pred, phi_next
+
+    def reward(self, state, batch):
+        lead, pred, _ = self._predict(state, state.params, batch)
+        return jnp.mean(jnp.var(pred, axis=0), -1).reshape(lead)
+
+    def update(self, state, batch, key):
+        def loss_fn(params):
+            _, pred, target = self._predict(state, params, batch)
+            per_model = 0.5 * jnp.mean(jnp.sum((pred - target[None]) ** 2, -1), axis=-1)  # [K]
+            return per_model.sum(), {}
+
+        return train_step(state, loss_fn, optax.adam(self.lr))

@@ -1,0 +1,90 @@
+"""What the learned and embedding-based reward terms share: the batch layout, an observation
+embedding, action inputs, one optimizer step, and k-nearest-neighbour distances.
+
+Terms see batches with any leading axes ([B] replay transitions, [T, E] PPO rollouts); they
+flatten those to one batch axis, compute, and give back one value per leading index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from rl.nets import MLP, encoder_for
+
+
+def leading(batch: dict) -> tuple[int, ...]:
+    """The batch's leading axes: those of ``terminated`` ([B] or [T, E])."""
+    return tuple(batch["terminated"].shape)
+
+
+def flat(x, lead: tuple[int, ...]):
+    return x.reshape(-1, *x.shape[len(lead) :])
+
+
+class Embedding(nn.Module):
+    """obs -> features: the shared encoder for the observation (Nature CNN, GridCNN or none)
+    followed by an MLP of ``hidden`` and a linear layer of ``features`` units."""
+
+    obs_shape: tuple[int, ...]
+    hidden: tuple[int, ...]
+    features: int
+    scale: bool = True  # images: divide uint8 by 255 (False when the term normalizes them itself)
+
+    @nn.compact
+    def __call__(self, obs):
+        encoder = encoder_for(self.obs_shape, self.scale)
+        x = encoder(obs) if encoder is not None else obs.astype(jnp.float32)
+        return MLP(self.hidden, self.features, nn.relu)(x)
+
+
+@flax.struct.dataclass
+class LearnedState:
+    """A term's trained parameters and their optimizer state; ``fixed`` holds what is never
+    trained (a random target network, observation statistics). The shapes of the env are
+    static fields, so the term can build its networks from the state alone."""
+
+    params: Any
+    opt: Any
+    fixed: Any = None
+    discrete: bool = flax.struct.field(pytree_node=False, default=False)
+    action_dim: int = flax.struct.field(pytree_node=False, default=0)  # actions, or Box dimensions
+
+
+def action_input(state: LearnedState, action):
+    """One-hot for discrete actions, flat floats for Box ones."""
+    if state.discrete:
+        return jax.nn.one_hot(action.reshape(action.shape[0]), state.action_dim)
+    return action.reshape(action.shape[0], -1).astype(jnp.float32)
+
+
+def spec_fields(spec) -> dict:
+    return {"discrete": bool(spec.discrete), "action_dim": int(spec.num_actions)}
+
+
+def train_step(state: LearnedState, loss_fn, tx: optax.GradientTransformation):
+    """One optimizer step on ``loss_fn(params) -> (loss, metrics)``; metrics gain ``loss``."""
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt = tx.update(grads, state.opt, state.params)
+    return state.replace(params=optax.apply_updates(state.params, updates), opt=opt), {
+        "loss": loss,
+        **metrics,
+    }
+
+
+def knn_distance(x, k: int):
+    """Euclidean distance from each row of ``x`` [N, D] to its k-th nearest other row: one
+    [N, N] distance matrix (a matmul) and a top-k, batched and jitted."""
+    if x.shape[0] <= k:
+        raise ValueError(f"k-NN with k={k} needs a batch of more than {k} states, got {x.shape[0]}")
+    x = x.astype(jnp.float32)
+    sq = jnp.sum(x * x, axis=-1)
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    d2 = jnp.where(jnp.eye(x.shape[0], dtype=bool), jnp.inf, d2)  # a row is not its own neighbour
+    kth = -jax.lax.top_k(-d2, k)[0][:, k - 1]
+    return jnp.sqrt(kth)

@@ -1,0 +1,52 @@
+"""Weight schedules of a reward stream: functions of ``t``, the Shaper's update count.
+
+A stream's weight is a number (constant) or one of these. They are frozen dataclasses, so a
+Shaper holding them stays hashable and static under jit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+
+
+@dataclass(frozen=True)
+class Constant:
+    value: float = 1.0
+
+    def __call__(self, t):
+        return jnp.asarray(self.value, jnp.float32)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """From ``start`` to ``end`` over ``steps`` updates, then ``end``."""
+
+    start: float
+    end: float
+    steps: int
+
+    def __call__(self, t):
+        frac = jnp.clip(jnp.asarray(t, jnp.float32) / max(self.steps, 1), 0.0, 1.0)
+        return self.start + frac * (self.end - self.start)
+
+
+@dataclass(frozen=True)
+class Decay:
+    """``beta * (1 - kappa) ** t``: the intrinsic-reward coefficient of RLeXplore (Yuan et al.
+    2024, "RLeXplore: Accelerating Research in Intrinsically-Motivated Reinforcement Learning")
+    and HIRE."""
+
+    beta: float
+    kappa: float
+
+    def __call__(self, t):
+        return self.beta * (1.0 - self.kappa) ** jnp.asarray(t, jnp.float32)
+
+
+Schedule = Constant | Linear | Decay
+
+
+def as_schedule(weight) -> Schedule:
+    return weight if isinstance(weight, (Constant, Linear, Decay)) else Constant(float(weight))

@@ -1,0 +1,43 @@
+"""Running mean and variance (Chan et al. 1979 parallel merge), on device or on the host."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class RunningStats(NamedTuple):
+    """Running mean and variance over every value seen (Chan et al. 1979 parallel merge).
+
+    Works on device arrays (inside jit) and on host numpy arrays (``host()``: float64, for a
+    per-step loop on the host, where each jax.numpy call would cost a dispatch)."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def zeros(cls, shape=()) -> RunningStats:
+        return cls(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.float32(1e-4))
+
+    def host(self) -> RunningStats:
+        return RunningStats(*(np.asarray(a, np.float64) for a in jax.device_get(self)))
+
+    def merge(self, x, axes) -> RunningStats:
+        """Fold the values of ``x`` reduced over ``axes`` into the statistics."""
+        xp = np if isinstance(self.mean, np.ndarray) and isinstance(x, np.ndarray) else jnp
+        n = 1
+        for a in axes:
+            n = n * x.shape[a]
+        b_mean, b_var = xp.mean(x, axis=axes), xp.var(x, axis=axes)
+        total = self.count + n
+        delta = b_mean - self.mean
+        mean = self.mean + delta * n / total
+        m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
+        return RunningStats(mean, m2 / total, total)
+
+    def normalize(self, x, eps: float = 1e-8):
+        return (x - self.mean) / (self.var + eps) ** 0.5
