@@ -1,0 +1,216 @@
+"""Reward terms against numpy references on fixed inputs; potential-based shaping on a tabular
+MDP; DreamSmooth kernels against scipy; every term with SAC and PPO through config alone."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from rl import config as config_lib
+from rl import envs
+from rl.agents import ppo, sac
+from rl.nets import mlp_numpy
+from rl.rewards import ICM, RE3, RND, Disagreement, PotentialShaping, StateEntropy, smoothing
+
+
+def relu(x):
+    return np.maximum(x, 0.0)
+
+
+def transitions(env_id, n=32, seed=0):
+    spec = envs.make_spec(env_id, 1, 0)
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, *spec.obs_shape)).astype(np.float32)
+    next_obs = obs + 0.1 * rng.normal(size=obs.shape).astype(np.float32)
+    if spec.discrete:
+        action = rng.integers(0, spec.num_actions, size=n).astype(np.int32)
+    else:
+        action = rng.uniform(-1, 1, size=(n, *spec.action_shape)).astype(np.float32)
+    batch = {"obs": obs, "next_obs": next_obs, "action": action, "terminated": np.zeros(n, bool)}
+    return spec, {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def host(tree):
+    return jax.device_get(tree)
+
+
+@pytest.mark.parametrize("env_id", ["gym:CartPole-v1", "gym:Pendulum-v1"])
+def test_icm_reward_and_losses_match_numpy(env_id):
+    spec, batch = transitions(env_id)
+    term = ICM(eta=0.5, beta=0.2, features=16, hidden=(32,))
+    state = term.init(jax.random.PRNGKey(0), spec)
+    p = host(state.params)
+    obs, next_obs, a = (np.asarray(batch[k]) for k in ("obs", "next_obs", "action"))
+    phi, phi_next = (mlp_numpy(p["encoder"]["MLP_0"], x, relu) for x in (obs, next_obs))
+    a_in = np.eye(spec.num_actions)[a] if spec.discrete else a.reshape(len(a), -1)
+    pred = mlp_numpy(p["forward_model"], np.concatenate([phi, a_in], -1), relu)
+    a_hat = mlp_numpy(p["inverse"], np.concatenate([phi, phi_next], -1), relu)
+    err = np.sum((pred - phi_next) ** 2, -1)
+    np.testing.assert_allclose(term.reward(state, batch), 0.5 * 0.5 * err, rtol=1e-4, atol=1e-6)
+    if spec.discrete:
+        logz = np.log(np.sum(np.exp(a_hat - a_hat.max(-1, keepdims=True)), -1)) + a_hat.max(-1)
+        inverse = np.mean(logz - a_hat[np.arange(len(a)), a])
+    else:
+        inverse = 0.5 * np.mean(np.sum((a_hat - a_in) ** 2, -1))
+    got_inverse, got_forward = term.losses(state, state.params, batch)
+    np.testing.assert_allclose(got_inverse, inverse, rtol=1e-4)
+    np.testing.assert_allclose(got_forward, 0.5 * err.mean(), rtol=1e-4)
+    # training lowers eq. 7's loss on the data it sees
+    update = jax.jit(lambda s: term.update(s, batch, jax.random.PRNGKey(1)))
+    first = float(update(state)[1]["loss"])
+    for _ in range(100):
+        state, metrics = update(state)
+    assert float(metrics["loss"]) < 0.5 * first
+
+
+def test_rnd_reward_normalization_and_training():
+    spec, batch = transitions("gym:HalfCheetah-v5", n=64)
+    batch = {**batch, "next_obs": batch["next_obs"] * 3.0 + 1.0}
+    term = RND(features=8, hidden=(32,), update_proportion=1.0, lr=1e-3)
+    state = term.init(jax.random.PRNGKey(0), spec)
+    p, f = host(state.params), host(state.fixed)
+    x = np.clip(np.asarray(batch["next_obs"]), -5, 5)  # the prior statistics: mean 0, std 1
+    target = mlp_numpy(f["target"]["MLP_0"], x, relu)
+    pred = mlp_numpy(p["MLP_0"], x, relu)
+    np.testing.assert_allclose(term.reward(state, batch), np.mean((pred - target) ** 2, -1), rtol=1e-4)
+    update = jax.jit(lambda s: term.update(s, batch, jax.random.PRNGKey(1)))
+    before = float(jnp.mean(term.reward(state, batch)))
+    for _ in range(200):
+        state, _ = update(state)
+    stats = state.fixed["obs_stats"]  # the observation statistics follow the data
+    np.testing.assert_allclose(stats.mean, np.asarray(batch["next_obs"]).mean(0), rtol=1e-3, atol=1e-3)
+    assert float(jnp.mean(term.reward(state, batch))) < 0.2 * before  # seen states: low bonus
+    novel = {**batch, "next_obs": batch["next_obs"] + 20.0}
+    assert float(jnp.mean(term.reward(state, novel))) > float(jnp.mean(term.reward(state, batch)))
+
+
+def test_disagreement_is_the_ensemble_variance():
+    spec, batch = transitions("gym:Pendulum-v1")
+    term = Disagreement(ensemble=4, features=0, hidden=(16,))
+    state = term.init(jax.random.PRNGKey(0), spec)
+    params = host(state.params)
+    (models,) = params.values()
+    x = np.concatenate([np.asarray(batch["obs"]), np.asarray(batch["action"])], -1)
+    preds = np.stack([mlp_numpy(jax.tree.map(lambda a, k=k: a[k], models), x, relu) for k in range(4)])
+    np.testing.assert_allclose(term.reward(state, batch), preds.var(0).mean(-1), rtol=1e-4, atol=1e-7)
+    update = jax.jit(lambda s: term.update(s, batch, jax.random.PRNGKey(1)))
+    before = float(jnp.mean(term.reward(state, batch)))
+    for _ in range(200):
+        state, _ = update(state)
+    assert float(jnp.mean(term.reward(state, batch))) < before  # trained models agree on seen data
+
+
+def knn_reference(x, k):
+    x = x.reshape(len(x), -1).astype(np.float64)
+    out = np.zeros(len(x))
+    for i in range(len(x)):
+        d = sorted(np.linalg.norm(x[i] - x[j]) for j in range(len(x)) if j != i)
+        out[i] = d[k - 1]
+    return out
+
+
+def test_knn_terms_match_a_brute_force_loop():
+    spec, batch = transitions("gym:HalfCheetah-v5", n=40)
+    got = StateEntropy(k=5).reward((), batch)
+    np.testing.assert_allclose(got, knn_reference(np.asarray(batch["obs"]), 5), rtol=1e-4, atol=1e-4)
+    term = RE3(k=3, features=8, hidden=(16,))
+    state = term.init(jax.random.PRNGKey(0), spec)
+    y = mlp_numpy(host(state)["MLP_0"], np.asarray(batch["obs"]), relu)
+    np.testing.assert_allclose(
+        term.reward(state, batch), np.log(knn_reference(y, 3) + 1), rtol=1e-4, atol=1e-4
+    )
+    # [T, E] rollouts: one value per step, the same as the flattened batch
+    rollout = {k: v.reshape(8, 5, *v.shape[1:]) for k, v in batch.items()}
+    np.testing.assert_allclose(
+        StateEntropy(5).reward((), rollout).reshape(-1), StateEntropy(5).reward((), batch), rtol=1e-5
+    )
+
+
+def phi_table(obs):  # a potential over one-hot states
+    return obs @ jnp.asarray([0.0, 3.0, -2.0, 5.0, 1.0])
+
+
+def value_iteration(P, R, gamma, iters=2000):
+    Q = np.zeros(P.shape[:2])
+    for _ in range(iters):
+        Q = np.sum(P * (R + gamma * Q.max(1)[None, None, :]), axis=2)
+    return Q
+
+
+def test_potential_shaping_keeps_the_optimal_policy_and_a_bonus_does_not():
+    rng = np.random.default_rng(3)
+    S, A, gamma = 5, 3, 0.9
+    P = rng.dirichlet(np.ones(S), size=(S, A))  # [S, A, S']
+    R = rng.normal(size=(S, A, S))
+    s, a, s2 = np.meshgrid(np.arange(S), np.arange(A), np.arange(S), indexing="ij")
+    eye = np.eye(S, dtype=np.float32)
+    batch = {
+        "obs": jnp.asarray(eye[s.reshape(-1)]),
+        "next_obs": jnp.asarray(eye[s2.reshape(-1)]),
+        "terminated": jnp.zeros(s.size, bool),
+    }
+    F = np.asarray(PotentialShaping(phi_table, gamma).reward((), batch)).reshape(S, A, S)
+    Q, Q_shaped = value_iteration(P, R, gamma), value_iteration(P, R + F, gamma)
+    np.testing.assert_array_equal(Q.argmax(1), Q_shaped.argmax(1))
+    np.testing.assert_allclose(
+        Q_shaped, Q - np.asarray(phi_table(jnp.asarray(eye)))[:, None], atol=1e-6
+    )  # Q' = Q - Phi
+    bonus = np.zeros((S, A, S))
+    bonus[:, 0, :] = 3.0  # an arbitrary bonus for action 0 changes what is optimal
+    assert not np.array_equal(Q.argmax(1), value_iteration(P, R + bonus, gamma).argmax(1))
+    # a terminal transition has the absorbing state's potential, 0
+    ended = {**batch, "terminated": jnp.ones(s.size, bool)}
+    np.testing.assert_allclose(
+        PotentialShaping(phi_table, gamma).reward((), ended), -phi_table(batch["obs"]), atol=1e-6
+    )
+
+
+def test_dreamsmooth_kernels_match_scipy_and_keep_the_sum():
+    r = np.random.default_rng(0).normal(size=(40,))
+    np.testing.assert_allclose(
+        smoothing.smooth(r, "gaussian"),
+        scipy.ndimage.gaussian_filter1d(r, 3, mode="nearest"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    for size in (9, 4):
+        np.testing.assert_allclose(
+            smoothing.smooth(r, "uniform", size=size),
+            scipy.ndimage.uniform_filter1d(r, size, mode="nearest"),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    acc, ema = 0.0, []
+    for x in r:
+        acc = 0.33 * x + 0.67 * acc
+        ema.append(acc)
+    np.testing.assert_allclose(smoothing.smooth(r, "ema"), ema, rtol=1e-5)
+    sparse = np.zeros(100)
+    sparse[[40, 41, 60]] = [1.0, 2.0, 5.0]  # rewards away from the episode's ends
+    for mode in ("gaussian", "uniform"):
+        out = smoothing.smooth(sparse, mode)
+        assert out.sum() == pytest.approx(sparse.sum(), rel=1e-5) and out.max() < 5.0
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        smoothing.smooth(r, "median")
+
+
+@pytest.mark.parametrize("agent", ["ppo", "sac"])
+def test_every_term_trains_with_the_agent_from_config(tmp_path, agent):
+    terms = ["icm", "rnd", "disagreement", "re3", "state_entropy"]
+    common = {"eval_episodes": 1, "runs_dir": str(tmp_path), "shaper": {"terms": terms, "fuse": "max"}}
+    if agent == "ppo":
+        overrides = {"env": "gym:CartPole-v1", "total_steps": 256, "num_steps": 64, "num_envs": 2,
+                     "num_minibatches": 2, "update_epochs": 1, "log_every": 64, **common}  # fmt: skip
+        summary = ppo.train(config_lib.build(ppo.Config, overrides=overrides))
+    else:
+        overrides = {"env": "gym:Pendulum-v1", "total_steps": 300, "learning_starts": 200, "batch_size": 32,
+                     "log_every": 50, **common}  # fmt: skip
+        summary = sac.train(config_lib.build(sac.Config, overrides=overrides))
+    rows = [json.loads(x) for x in open(summary["metrics"])]
+    last = [r for r in rows if "reward/intrinsic" in r][-1]
+    for t in terms:
+        assert np.isfinite(last[f"reward/{t}"]) and np.isfinite(last[f"reward/{t}_norm"])
+    assert np.isfinite(last["reward/icm/loss"]) and np.isfinite(last["reward/rnd/loss"])
