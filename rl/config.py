@@ -33,7 +33,7 @@ class ShaperConfig:
     none | std | meanstd | return, symlog, clip) and the term's own keys, e.g.
     ``shaper.icm.weight=0.01 shaper.icm.beta=0.2``."""
 
-    terms: list[str] = field(default_factory=list)  # icm, rnd, disagreement, re3, state_entropy
+    terms: list[str] = field(default_factory=list)  # icm, rnd, ngu, e3b, disagreement, re3, state_entropy
     fuse: Literal["sum", "product", "max", "cycle"] = "sum"  # how intrinsic streams combine (HIRE)
     cycle_every: int = 1000  # updates per active intrinsic term with fuse=cycle
     intrinsic_weight: float = 1.0  # scales the fused intrinsic reward
@@ -41,6 +41,8 @@ class ShaperConfig:
     extrinsic: dict = field(default_factory=dict)  # stream options of the env reward
     icm: dict = field(default_factory=dict)
     rnd: dict = field(default_factory=dict)
+    ngu: dict = field(default_factory=dict)
+    e3b: dict = field(default_factory=dict)
     disagreement: dict = field(default_factory=dict)
     re3: dict = field(default_factory=dict)
     state_entropy: dict = field(default_factory=dict)

@@ -13,7 +13,7 @@ from rl import config as config_lib
 from rl import envs
 from rl.agents import ppo, sac
 from rl.nets import mlp_numpy
-from rl.rewards import ICM, RE3, RND, Disagreement, PotentialShaping, StateEntropy, smoothing
+from rl.rewards import E3B, ICM, NGU, RE3, RND, Disagreement, PotentialShaping, StateEntropy, smoothing
 
 
 def relu(x):
@@ -199,7 +199,7 @@ def test_dreamsmooth_kernels_match_scipy_and_keep_the_sum():
 
 @pytest.mark.parametrize("agent", ["ppo", "sac"])
 def test_every_term_trains_with_the_agent_from_config(tmp_path, agent):
-    terms = ["icm", "rnd", "disagreement", "re3", "state_entropy"]
+    terms = ["icm", "rnd", "ngu", "e3b", "disagreement", "re3", "state_entropy"]
     common = {"eval_episodes": 1, "runs_dir": str(tmp_path), "shaper": {"terms": terms, "fuse": "max"}}
     if agent == "ppo":
         overrides = {"env": "gym:CartPole-v1", "total_steps": 256, "num_steps": 64, "num_envs": 2,
@@ -214,3 +214,71 @@ def test_every_term_trains_with_the_agent_from_config(tmp_path, agent):
     for t in terms:
         assert np.isfinite(last[f"reward/{t}"]) and np.isfinite(last[f"reward/{t}_norm"])
     assert np.isfinite(last["reward/icm/loss"]) and np.isfinite(last["reward/rnd/loss"])
+
+
+def rollout_batch(T=12, E=2, seed=0):
+    spec = envs.make_spec("gym:CartPole-v1", E, 0)
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(T, E, 4)).astype(np.float32)
+    terminated = np.zeros((T, E), bool)
+    truncated = np.zeros((T, E), bool)
+    terminated[4, 0], truncated[7, 1] = True, True  # episodes end inside the rollout
+    batch = {
+        "obs": obs,
+        "next_obs": obs + 0.1,
+        "action": rng.integers(0, 2, size=(T, E)).astype(np.int32),
+        "terminated": terminated,
+        "truncated": truncated,
+    }
+    return spec, {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def starts_of(batch):
+    done = np.asarray(batch["terminated"] | batch["truncated"])
+    return np.concatenate([np.zeros_like(done[:1]), done[:-1]])
+
+
+def test_e3b_elliptical_bonus_matches_a_numpy_loop():
+    spec, batch = rollout_batch()
+    term = E3B(features=6, hidden=(16,), ridge=0.1)
+    state = term.init(jax.random.PRNGKey(0), spec)
+    phi = mlp_numpy(host(state.params)["encoder"]["MLP_0"], np.asarray(batch["obs"]), relu)  # [T, E, D]
+    T, E, D = phi.shape
+    expected, starts, last = np.zeros((T, E)), starts_of(batch), []
+    for e in range(E):
+        C = 0.1 * np.eye(D)
+        for t in range(T):
+            if starts[t, e]:
+                C = 0.1 * np.eye(D)
+            expected[t, e] = phi[t, e] @ np.linalg.solve(C, phi[t, e])
+            C = C + np.outer(phi[t, e], phi[t, e])
+        last.append(np.linalg.inv(C))
+    np.testing.assert_allclose(term.reward(state, batch), expected, rtol=2e-3, atol=1e-5)
+    new = term.update(state, batch, jax.random.PRNGKey(1))[0]  # C^-1 carries into the next rollout
+    np.testing.assert_allclose(new.fixed["c_inv"], np.stack(last), rtol=2e-3, atol=1e-4)
+
+
+def test_ngu_episodic_kernel_matches_a_numpy_loop():
+    spec, batch = rollout_batch(T=15)
+    term = NGU(features=5, hidden=(16,), k=3)
+    state = term.init(jax.random.PRNGKey(0), spec)
+    stats = state.fixed["dist"]
+    state = state.replace(fixed={**state.fixed, "dist": stats._replace(mean=jnp.float32(0.7))})
+    phi = mlp_numpy(host(state.params)["encoder"]["MLP_0"], np.asarray(batch["obs"]), relu)
+    T, E, _ = phi.shape
+    episode = np.cumsum(starts_of(batch), axis=0)
+    expected = np.zeros((T, E))
+    for e in range(E):
+        for t in range(T):
+            memory = [phi[j, e] for j in range(t) if episode[j, e] == episode[t, e]]
+            if not memory:
+                continue  # an episode's first step: no bonus
+            d2 = np.sort([np.sum((phi[t, e] - m) ** 2) for m in memory])[:3]
+            d = np.maximum(d2 / 0.7 - term.cluster, 0.0)
+            kernel = term.kernel_eps / (d + term.kernel_eps)
+            expected[t, e] = 1.0 / (np.sqrt(kernel.sum()) + term.c)
+    np.testing.assert_allclose(term.reward(state, batch), expected, rtol=2e-3, atol=1e-4)
+    lifelong = NGU(features=5, hidden=(16,), k=3, lifelong=True, rnd=RND(features=4, hidden=(8,)))
+    s = lifelong.init(jax.random.PRNGKey(0), spec)
+    s = lifelong.update(s, batch, jax.random.PRNGKey(1))[0]
+    assert np.all(np.isfinite(lifelong.reward(s, batch))) and "rnd" in s.fixed

@@ -11,6 +11,7 @@ them. ``from_config`` builds one from a config's ``shaper`` section:
 from __future__ import annotations
 
 from rl.rewards.disagreement import Disagreement
+from rl.rewards.episodic import E3B, NGU
 from rl.rewards.icm import ICM
 from rl.rewards.knn import RE3, StateEntropy
 from rl.rewards.rnd import RND
@@ -23,6 +24,8 @@ from rl.rewards.term import Extrinsic, PotentialShaping, Term
 TERMS = {
     "icm": ICM,
     "rnd": RND,
+    "ngu": NGU,
+    "e3b": E3B,
     "disagreement": Disagreement,
     "re3": RE3,
     "state_entropy": StateEntropy,
@@ -82,6 +85,8 @@ __all__ = [
     "Constant",
     "Decay",
     "Disagreement",
+    "E3B",
+    "NGU",
     "Extrinsic",
     "Linear",
     "PotentialShaping",

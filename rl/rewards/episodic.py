@@ -1,0 +1,208 @@
+"""Episodic novelty bonuses: how new a state is within the current episode.
+
+Both embed observations with an encoder trained by inverse dynamics (predict a_t from
+(s_t, s_t+1)), so the embedding keeps what the agent controls and drops distractors.
+
+- ``E3B`` (Henaff et al. 2022, "Exploration via Elliptical Episodic Bonuses", eq. 3-4):
+  b_t = phi_t^T C_{t-1}^{-1} phi_t with C_t = lambda I + sum_{i<=t} phi_i phi_i^T over the
+  episode so far; C^{-1} is kept by Sherman-Morrison updates and reset at episode starts.
+- ``NGU`` (Badia et al. 2020, "Never Give Up", section 2 and appendix A): the inverse kernel
+  sum r = 1 / (sqrt(sum_{k-NN} K(phi_t, phi_j)) + c) over the k nearest earlier embeddings of
+  the episode, K(x, y) = eps / (max(d^2(x, y) / d_m^2 - xi, 0) + eps), with d_m^2 a running
+  mean of the squared k-NN distances; optionally times RND's life-long modulator
+  alpha = clip(1 + (err - mean) / std, 1, L). An episode's first step, with an empty memory,
+  gets no bonus.
+
+Time order. On [T, E] rollouts (PPO) the episode runs along T: E3B carries each env's C^{-1}
+from one rollout to the next, NGU's memory holds the episode's steps within the rollout. A
+replay batch [B] (SAC) has no episodes in order: there the memory is the rest of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from rl.nets import MLP
+from rl.rewards.learned import Embedding, LearnedState, action_input, flat, leading, spec_fields, train_step
+from rl.rewards.rnd import RND
+from rl.rewards.stats import RunningStats
+
+
+class InverseDynamics(nn.Module):
+    """phi(s), and the inverse model g(phi(s), phi(s')) -> action logits or values."""
+
+    obs_shape: tuple[int, ...]
+    hidden: tuple[int, ...]
+    features: int
+    action_dim: int
+
+    def setup(self):
+        self.encoder = Embedding(self.obs_shape, self.hidden, self.features)
+        self.inverse = MLP(self.hidden, self.action_dim, nn.relu)
+
+    def __call__(self, obs, next_obs):
+        phi, phi_next = self.encoder(obs), self.encoder(next_obs)
+        return phi, self.inverse(jnp.concatenate([phi, phi_next], -1))
+
+    def embed(self, obs):
+        return self.encoder(obs)
+
+
+@dataclass(frozen=True)
+class _InverseDynamicsTerm:
+    """The embedding shared by E3B and NGU, trained by inverse dynamics."""
+
+    features: int = 32
+    hidden: tuple[int, ...] = (256,)
+    lr: float = 3e-4
+
+    def net(self, obs_shape, action_dim: int) -> InverseDynamics:
+        return InverseDynamics(tuple(obs_shape), tuple(self.hidden), self.features, action_dim)
+
+    def _init_params(self, key, spec):
+        obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+        params = self.net(spec.obs_shape, spec.num_actions).init(key, obs, obs)["params"]
+        return params, optax.adam(self.lr).init(params)
+
+    def embed(self, state, obs_flat):
+        net = self.net(obs_flat.shape[1:], state.action_dim)
+        return net.apply({"params": state.params}, obs_flat, method=InverseDynamics.embed)
+
+    def inverse_loss(self, state, params, batch):
+        lead = leading(batch)
+        obs, next_obs, action = (flat(batch[k], lead) for k in ("obs", "next_obs", "action"))
+        _, logits = self.net(obs.shape[1:], state.action_dim).apply({"params": params}, obs, next_obs)
+        if state.discrete:
+            return optax.softmax_cross_entropy_with_integer_labels(logits, action.reshape(-1)).mean()
+        return 0.5 * jnp.mean(jnp.sum((logits - action_input(state, action)) ** 2, -1))
+
+    def _train(self, state, batch):
+        return train_step(state, lambda p: (self.inverse_loss(state, p, batch), {}), optax.adam(self.lr))
+
+
+def episode_starts(batch) -> jax.Array:
+    """[T, E] true where a step begins a new episode within the rollout (after a done)."""
+    done = batch["terminated"] | batch["truncated"]
+    return jnp.concatenate([jnp.zeros_like(done[:1]), done[:-1]], axis=0)
+
+
+@dataclass(frozen=True)
+class E3B(_InverseDynamicsTerm):
+    ridge: float = 0.1  # lambda: C_0 = lambda I
+
+    def init(self, key, spec):
+        params, opt = self._init_params(key, spec)
+        c_inv = jnp.broadcast_to(
+            jnp.eye(self.features) / self.ridge, (spec.num_envs, self.features, self.features)
+        )
+        return LearnedState(params, opt, {"c_inv": c_inv}, **spec_fields(spec))
+
+    def _scan(self, state, batch):
+        """(bonuses [T, E], C^{-1} after the rollout [E, D, D]) from the carried C^{-1}."""
+        lead = leading(batch)
+        phi = self.embed(state, flat(batch["obs"], lead)).reshape(*lead, -1)
+        fresh = jnp.eye(self.features) / self.ridge
+
+        def step(c_inv, x):
+            phi_t, start = x
+            c_inv = jnp.where(start[:, None, None], fresh, c_inv)
+            u = jnp.einsum("eij,ej->ei", c_inv, phi_t)
+            bonus = jnp.einsum("ei,ei->e", phi_t, u)
+            c_inv = c_inv - jnp.einsum("ei,ej->eij", u, u) / (1.0 + bonus)[:, None, None]  # Sherman-Morrison
+            return c_inv, bonus
+
+        c_inv, bonuses = jax.lax.scan(step, state.fixed["c_inv"], (phi, episode_starts(batch)))
+        return bonuses, c_inv
+
+    def reward(self, state, batch):
+        lead = leading(batch)
+        if len(lead) == 2:
+            return self._scan(state, batch)[0]
+        phi = self.embed(state, flat(batch["obs"], lead))  # replay batch: the ellipse of the batch
+        c = self.ridge * jnp.eye(self.features) + phi.T @ phi
+        return jnp.einsum("bi,bi->b", phi, jnp.linalg.solve(c, phi.T).T).reshape(lead)
+
+    def update(self, state, batch, key):
+        fixed = state.fixed
+        if len(leading(batch)) == 2:
+            c_inv = self._scan(state, batch)[1]
+            done = (batch["terminated"] | batch["truncated"])[-1]
+            fixed = {"c_inv": jnp.where(done[:, None, None], jnp.eye(self.features) / self.ridge, c_inv)}
+        state, metrics = self._train(state.replace(fixed=fixed), batch)
+        return state, metrics
+
+
+@dataclass(frozen=True)
+class NGU(_InverseDynamicsTerm):
+    k: int = 10  # neighbours
+    kernel_eps: float = 1e-3  # eps of the kernel
+    cluster: float = 8e-3  # xi: squared distances below this (relative) count as identical
+    c: float = 1e-3  # pseudo-count constant
+    lifelong: bool = False  # times RND's life-long modulator alpha
+    max_modulator: float = 5.0  # L
+    rnd: RND = RND()
+
+    def init(self, key, spec):
+        k_net, k_rnd = jax.random.split(key)
+        params, opt = self._init_params(k_net, spec)
+        fixed = {"dist": RunningStats.zeros(), "err": RunningStats.zeros()}
+        if self.lifelong:
+            fixed["rnd"] = self.rnd.init(k_rnd, spec)
+        return LearnedState(params, opt, fixed, **spec_fields(spec))
+
+    def _knn_sq(self, state, batch):
+        """(squared distances to the k nearest earlier embeddings of the episode [N, k], and
+        a [N, k] mask of neighbours that exist)."""
+        lead = leading(batch)
+        phi = self.embed(state, flat(batch["obs"], lead))
+        if len(lead) == 2:  # [T, E]: earlier steps of the same episode within the rollout
+            T, E = lead
+            phi = phi.reshape(T, E, -1).transpose(1, 0, 2)  # [E, T, D]
+            episode = jnp.cumsum(episode_starts(batch), axis=0).T  # [E, T] segment ids
+            t = jnp.arange(T)
+            allowed = (t[None, :, None] > t[None, None, :]) & (episode[:, :, None] == episode[:, None, :])
+        else:  # replay batch: every other sample
+            phi, allowed = phi[None], ~jnp.eye(phi.shape[0], dtype=bool)[None]
+        sq = jnp.sum(phi * phi, -1)
+        d2 = jnp.maximum(sq[..., :, None] + sq[..., None, :] - 2 * phi @ jnp.swapaxes(phi, -1, -2), 0.0)
+        k = min(self.k, d2.shape[-1])
+        neg, _ = jax.lax.top_k(jnp.where(allowed, -d2, -jnp.inf), k)
+        d2k, exists = -neg, jnp.isfinite(neg)
+        if len(lead) == 2:  # back to [T, E] order
+            d2k, exists = d2k.transpose(1, 0, 2), exists.transpose(1, 0, 2)
+        return d2k.reshape(-1, k), exists.reshape(-1, k)
+
+    def reward(self, state, batch):
+        lead = leading(batch)
+        d2k, exists = self._knn_sq(state, batch)
+        mean = jnp.maximum(state.fixed["dist"].mean, 1e-8)  # d_m^2
+        d = jnp.maximum(jnp.where(exists, d2k, 0.0) / mean - self.cluster, 0.0)
+        kernel = jnp.where(exists, self.kernel_eps / (d + self.kernel_eps), 0.0)
+        # an episode's first step has an empty memory: no bonus (a 1 / c spike at every reset
+        # would dominate the stream's statistics)
+        r = jnp.where(exists.any(-1), 1.0 / (jnp.sqrt(kernel.sum(-1)) + self.c), 0.0)
+        if self.lifelong:
+            err = self.rnd.reward(state.fixed["rnd"], batch).reshape(-1)
+            stats = state.fixed["err"]
+            alpha = 1.0 + (err - stats.mean) / jnp.sqrt(stats.var + 1e-8)
+            r = r * jnp.clip(alpha, 1.0, self.max_modulator)
+        return r.reshape(lead)
+
+    def update(self, state, batch, key):
+        d2k, exists = self._knn_sq(state, batch)
+        n = jnp.maximum(exists.sum(), 1)
+        mean = jnp.sum(jnp.where(exists, d2k, 0.0)) / n
+        fixed = dict(state.fixed)  # d_m^2: a running mean of the batches' mean squared k-NN distance
+        fixed["dist"] = fixed["dist"].merge(jnp.full((1,), mean), (0,))
+        metrics = {}
+        if self.lifelong:
+            fixed["err"] = fixed["err"].merge(self.rnd.reward(fixed["rnd"], batch).reshape(-1), (0,))
+            fixed["rnd"], m = self.rnd.update(fixed["rnd"], batch, key)
+            metrics.update({f"rnd_{k}": v for k, v in m.items()})
+        state, m = self._train(state.replace(fixed=fixed), batch)
+        return state, {**metrics, **m}
