@@ -44,10 +44,10 @@ def test_icm_reward_and_losses_match_numpy(env_id):
     state = term.init(jax.random.PRNGKey(0), spec)
     p = host(state.params)
     obs, next_obs, a = (np.asarray(batch[k]) for k in ("obs", "next_obs", "action"))
-    phi, phi_next = (mlp_numpy(p["encoder"]["MLP_0"], x, relu) for x in (obs, next_obs))
+    phi, phi_next = (mlp_numpy(p["dynamics"]["encoder"]["MLP_0"], x, relu) for x in (obs, next_obs))
     a_in = np.eye(spec.num_actions)[a] if spec.discrete else a.reshape(len(a), -1)
     pred = mlp_numpy(p["forward_model"], np.concatenate([phi, a_in], -1), relu)
-    a_hat = mlp_numpy(p["inverse"], np.concatenate([phi, phi_next], -1), relu)
+    a_hat = mlp_numpy(p["dynamics"]["inverse"], np.concatenate([phi, phi_next], -1), relu)
     err = np.sum((pred - phi_next) ** 2, -1)
     np.testing.assert_allclose(term.reward(state, batch), 0.5 * 0.5 * err, rtol=1e-4, atol=1e-6)
     if spec.discrete:

@@ -22,35 +22,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from rl.nets import MLP
-from rl.rewards.learned import Embedding, LearnedState, action_input, flat, leading, spec_fields, train_step
+from rl.rewards.learned import (
+    InverseDynamics,
+    LearnedState,
+    action_input,
+    flat,
+    leading,
+    spec_fields,
+    train_step,
+)
 from rl.rewards.rnd import RND
 from rl.rewards.stats import RunningStats
-
-
-class InverseDynamics(nn.Module):
-    """phi(s), and the inverse model g(phi(s), phi(s')) -> action logits or values."""
-
-    obs_shape: tuple[int, ...]
-    hidden: tuple[int, ...]
-    features: int
-    action_dim: int
-
-    def setup(self):
-        self.encoder = Embedding(self.obs_shape, self.hidden, self.features)
-        self.inverse = MLP(self.hidden, self.action_dim, nn.relu)
-
-    def __call__(self, obs, next_obs):
-        phi, phi_next = self.encoder(obs), self.encoder(next_obs)
-        return phi, self.inverse(jnp.concatenate([phi, phi_next], -1))
-
-    def embed(self, obs):
-        return self.encoder(obs)
 
 
 @dataclass(frozen=True)
@@ -76,7 +62,7 @@ class _InverseDynamicsTerm:
     def inverse_loss(self, state, params, batch):
         lead = leading(batch)
         obs, next_obs, action = (flat(batch[k], lead) for k in ("obs", "next_obs", "action"))
-        _, logits = self.net(obs.shape[1:], state.action_dim).apply({"params": params}, obs, next_obs)
+        logits = self.net(obs.shape[1:], state.action_dim).apply({"params": params}, obs, next_obs)[2]
         if state.discrete:
             return optax.softmax_cross_entropy_with_integer_labels(logits, action.reshape(-1)).mean()
         return 0.5 * jnp.mean(jnp.sum((logits - action_input(state, action)) ** 2, -1))

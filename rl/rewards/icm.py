@@ -18,7 +18,15 @@ import jax.numpy as jnp
 import optax
 
 from rl.nets import MLP
-from rl.rewards.learned import Embedding, LearnedState, action_input, flat, leading, spec_fields, train_step
+from rl.rewards.learned import (
+    InverseDynamics,
+    LearnedState,
+    action_input,
+    flat,
+    leading,
+    spec_fields,
+    train_step,
+)
 
 
 class ICMNets(nn.Module):
@@ -28,15 +36,13 @@ class ICMNets(nn.Module):
     action_dim: int
 
     def setup(self):
-        self.encoder = Embedding(self.obs_shape, self.hidden, self.features)
-        self.inverse = MLP(self.hidden, self.action_dim, nn.relu)
+        self.dynamics = InverseDynamics(self.obs_shape, self.hidden, self.features, self.action_dim)
         self.forward_model = MLP(self.hidden, self.features, nn.relu)
 
     def __call__(self, obs, next_obs, action_in):
         """(phi(s'), predicted phi(s'), inverse model's action prediction)."""
-        phi, phi_next = self.encoder(obs), self.encoder(next_obs)
-        pred = self.forward_model(jnp.concatenate([phi, action_in], -1))
-        return phi_next, pred, self.inverse(jnp.concatenate([phi, phi_next], -1))
+        phi, phi_next, a_hat = self.dynamics(obs, next_obs)
+        return phi_next, self.forward_model(jnp.concatenate([phi, action_in], -1)), a_hat
 
 
 @dataclass(frozen=True)

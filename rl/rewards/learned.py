@@ -43,6 +43,27 @@ class Embedding(nn.Module):
         return MLP(self.hidden, self.features, nn.relu)(x)
 
 
+class InverseDynamics(nn.Module):
+    """phi(s), and the inverse model g(phi(s), phi(s')) -> action logits or values."""
+
+    obs_shape: tuple[int, ...]
+    hidden: tuple[int, ...]
+    features: int
+    action_dim: int
+
+    def setup(self):
+        self.encoder = Embedding(self.obs_shape, self.hidden, self.features)
+        self.inverse = MLP(self.hidden, self.action_dim, nn.relu)
+
+    def __call__(self, obs, next_obs):
+        """(phi(s), phi(s'), the inverse model's prediction of the action)."""
+        phi, phi_next = self.encoder(obs), self.encoder(next_obs)
+        return phi, phi_next, self.inverse(jnp.concatenate([phi, phi_next], -1))
+
+    def embed(self, obs):
+        return self.encoder(obs)
+
+
 @flax.struct.dataclass
 class LearnedState:
     """A term's trained parameters and their optimizer state; ``fixed`` holds what is never
