@@ -18,13 +18,14 @@ Published references: training return at 1M steps (CleanRL, MuJoCo v4, Huang et 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # rl, when run as a script
+
+from rl import experiment as experiment_lib  # noqa: E402
+from rl.report import report  # noqa: E402
+
 EXPERIMENT = "baselines"
 
 # arm -> tasks; each task is (env id, extra config presets / overrides)
@@ -66,57 +67,18 @@ def overrides_for(arm: str, task: str, steps: int, budget: str) -> list[str]:
     return args
 
 
-def run_one(cmd: list[str], run_dir: Path, log: Path) -> int:
-    if (run_dir / "summary.json").exists():
-        return 0  # finished earlier
-    if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").glob("step_*/meta.json")):
-        cmd = [sys.executable, "-m", "rl.cli", "resume", str(run_dir)]  # crashed: continue it
-    elif run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)  # died before its first checkpoint: start again
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
-        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--budget", choices=list(BUDGETS), help="smoke (default) or paper; --steps uses paper's settings"
-    )
-    p.add_argument("--steps", help="env steps per run, overriding the budget's (Atari too): N or arm=N,arm=N")
-    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of: " + ", ".join(ARMS))
-    p.add_argument("--tasks", help="comma-separated subset of the tasks (env ids)")
-    p.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
-    p.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: one per core)"
-    )
-    p.add_argument("--runs-dir", default="runs", help="root of the run directories")
-    p.add_argument("--report", help="report.md's folder (default: <runs-dir>/baselines/<budget>)")
-    p.add_argument("--report-only", action="store_true", help="aggregate existing runs, launch nothing")
+    experiment_lib.common_args(p, ARMS, BUDGETS)
     args = p.parse_args(argv)
     args.budget = args.budget or ("paper" if args.steps else "smoke")
 
     steps, atari_steps, seeds, extra = BUDGETS[args.budget]
-    per_arm = {}
-    if args.steps:
-        try:
-            if "=" in args.steps:
-                per_arm = {a: int(float(n)) for a, n in (x.split("=") for x in args.steps.split(","))}
-            else:
-                per_arm = dict.fromkeys(ARMS, int(float(args.steps)))
-        except ValueError:
-            p.error(f"--steps {args.steps!r}: expected N or arm=N,arm=N")
+    per_arm = experiment_lib.parse_steps(p, args.steps, ARMS)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else seeds
-    arms = args.arms.split(",")
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        p.error(f"unknown arm(s) {unknown}; arms: {', '.join(ARMS)}")
+    arms = experiment_lib.select(p, args.arms, ARMS, "arm")
     tasks = args.tasks.split(",") if args.tasks else None
-    label = args.budget if not args.steps else "custom"
-    experiment = f"{EXPERIMENT}-{label}"
+    experiment = f"{EXPERIMENT}-{args.budget if not args.steps else 'custom'}"
     root = Path(args.runs_dir) / experiment
 
     jobs = []
@@ -125,29 +87,14 @@ def main(argv=None) -> int:
             if tasks and task not in tasks:
                 continue
             n = per_arm.get(arm) or (atari_steps if task.startswith("atari:") else steps)
+            overrides = overrides_for(arm, task, n, args.budget) + [f"{k}={v}" for k, v in extra.items()]
             for seed in seeds:
-                name = f"{arm}__{task.replace(':', '-')}__s{seed}"
-                cmd = [sys.executable, "-m", "rl.cli", "train", arm, "--env", task, f"seed={seed}"]
-                cmd += overrides_for(arm, task, n, args.budget)
-                cmd += [f"{k}={v}" for k, v in extra.items()]
-                cmd += [
-                    f"experiment={experiment}",
-                    f"run_name={name}",
-                    f"runs_dir={Path(args.runs_dir).resolve()}",
-                ]
-                jobs.append((cmd, root / name, root / "logs" / f"{name}.log"))
-
-    failed = []
-    if not args.report_only:
-        print(f"{len(jobs)} runs, {args.jobs} at a time; logs in {root / 'logs'}")
-        with ThreadPoolExecutor(args.jobs) as pool:
-            codes = list(pool.map(lambda j: run_one(*j), jobs))
-        failed = [j[1].name for j, c in zip(jobs, codes) if c != 0]
-        if failed:
-            print(f"failed runs (see their logs): {', '.join(failed)}", file=sys.stderr)
-
-    sys.path.insert(0, str(ROOT))
-    from rl.report import report
+                jobs.append(
+                    experiment_lib.job(
+                        experiment, args.runs_dir, arm, experiment_lib.Arm(arm), task, seed, overrides
+                    )
+                )
+    failed = [] if args.report_only else experiment_lib.launch(jobs, args.jobs)
 
     budget_note = (
         f"Budget: `{args.budget}`"

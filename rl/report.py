@@ -131,10 +131,13 @@ def plot_curves(runs, path, grid_points: int = 100) -> Path | None:
     return Path(path)
 
 
-def report(root, out=None, references: dict | None = None, title: str = "Report", notes: str = "") -> Path:
+def report(
+    root, out=None, references: dict | None = None, title: str = "Report", notes: str = "", arm_order=None
+) -> Path:
     """Aggregate the runs under ``root`` into ``out`` (default ``root``). ``references`` maps
     (arm, task) to (score, label), e.g. a paper's number; it adds a column and the
-    reference-normalized aggregate. Returns the path of report.md."""
+    reference-normalized aggregate. With several arms, a task x arm table of IQMs follows
+    (a paper's layout), columns in ``arm_order`` (default: sorted). Returns the path of report.md."""
     root = Path(root)
     out = Path(out or root)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +165,18 @@ def report(root, out=None, references: dict | None = None, title: str = "Report"
         lines.append(
             f"| {arm} | {task} | {r['n']} | {r['iqm']:,.1f} | [{r['ci'][0]:,.1f}, {r['ci'][1]:,.1f}] | {seeds} | {ref_s} |"
         )
+    arms = [a for a in (arm_order or sorted({a for a, _ in per_task})) if any(a == k[0] for k in per_task)]
+    if len(arms) > 1:
+        lines += [
+            "",
+            "IQM by task and arm:",
+            "",
+            "| task | " + " | ".join(arms) + " |",
+            "|---" * (len(arms) + 1) + "|",
+        ]
+        for task in sorted({t for _, t in per_task}):
+            cells = [f"{per_task[a, task]['iqm']:,.1f}" if (a, task) in per_task else "-" for a in arms]
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
     unfinished = [r["name"] for r in runs if not r["finished"]]
     if aggregate:
         lines += ["", "Aggregate over tasks with a reference, as a fraction of it:", ""]

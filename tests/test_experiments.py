@@ -73,3 +73,37 @@ def test_report_iqm_matches_a_direct_computation():
 def test_report_of_an_empty_directory_says_so(tmp_path):
     out = rl("report", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 2 and "no runs under" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "script,tasks,arms",
+    [
+        ("icm.py", None, ["ppo", "ppo+icm"]),
+        (
+            "hire.py",
+            "minigrid:MiniGrid-DoorKey-8x8-v0",
+            ["icm", "rnd", "ngu", "e3b", "sum", "product", "max", "cycle"],
+        ),
+    ],
+)
+def test_reward_experiments_at_smoke_budget(tmp_path, script, tasks, arms):
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / script),
+        "--budget",
+        "smoke",
+        "--runs-dir",
+        str(tmp_path),
+    ]
+    out = subprocess.run(cmd + (["--tasks", tasks] if tasks else []), capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    root = tmp_path / f"{script[:-3]}-smoke"
+    runs = report_lib.find_runs(root)
+    assert {r["arm"] for r in runs} == set(arms) and all(r["finished"] for r in runs)
+    md = (root / "report.md").read_text()
+    assert "| task | " + " | ".join(arms) + " |" in md  # the paper's layout: tasks x arms
+    if script == "hire.py":  # each fusion ran on the four intrinsic streams
+        metrics = [
+            json.loads(x) for x in open(root / "max__minigrid-MiniGrid-DoorKey-8x8-v0__s0" / "metrics.jsonl")
+        ]
+        assert any(all(f"reward/{t}_norm" in m for t in ("icm", "rnd", "ngu", "e3b")) for m in metrics)
