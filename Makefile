@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[peers]'
 	$(BIN)/python experiments/bench/foundation.py
 	$(BIN)/python experiments/bench/throughput.py
+	$(BIN)/python experiments/bench/rewards.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check rl tests experiments

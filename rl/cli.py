@@ -5,7 +5,7 @@ rl resume RUN_DIR
 rl eval RUN_DIR [--episodes N] [--video]
 rl report RUNS_DIR [--out DIR]
 rl envs [NAMESPACE]
-rl bench [foundation | throughput] [--quick]
+rl bench [foundation | throughput | rewards] [--quick]
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def main(argv=None) -> int:
         "which",
         nargs="?",
         default="foundation",
-        choices=["foundation", "throughput"],
-        help="foundation: envs, rendering, replay; throughput: SAC/PPO vs SB3 and SBX",
+        choices=["foundation", "throughput", "rewards"],
+        help="foundation: envs, rendering, replay; throughput: SAC/PPO vs SB3 and SBX; rewards: PPO with each intrinsic term",
     )
     b.add_argument("--quick", action="store_true", help="fewer steps: a smoke run of the benchmark")
     b.set_defaults(fn=_bench)
