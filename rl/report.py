@@ -137,10 +137,14 @@ def report(
     """Aggregate the runs under ``root`` into ``out`` (default ``root``). ``references`` maps
     (arm, task) to (score, label), e.g. a paper's number; it adds a column and the
     reference-normalized aggregate. With several arms, a task x arm table of IQMs follows
-    (a paper's layout), columns in ``arm_order`` (default: sorted). Returns the path of report.md."""
+    (a paper's layout), columns in ``arm_order`` (default: sorted). A ``notes.md`` in ``out``
+    (written by hand: how the runs were made, what the numbers say) opens the report, so
+    regenerating it keeps the analysis. Returns the path of report.md."""
     root = Path(root)
     out = Path(out or root)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "notes.md").exists():
+        notes = (out / "notes.md").read_text().strip() + "\n\n" + notes
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"no runs under {root} (a run directory holds config.yaml and metrics.jsonl)")
