@@ -39,6 +39,10 @@ class ShaperConfig:
     intrinsic_weight: float = 1.0  # scales the fused intrinsic reward
     intrinsic_decay: float = 0.0  # intrinsic_weight * (1 - intrinsic_decay)^updates (RLeXplore)
     extrinsic: dict = field(default_factory=dict)  # stream options of the env reward
+    smoothing: Literal["none", "gaussian", "uniform", "ema"] = "none"  # DreamSmooth on the env reward
+    smoothing_sigma: float = 3.0  # gaussian
+    smoothing_window: int = 9  # uniform
+    smoothing_alpha: float = 0.33  # ema
     icm: dict = field(default_factory=dict)
     rnd: dict = field(default_factory=dict)
     ngu: dict = field(default_factory=dict)
@@ -47,9 +51,20 @@ class ShaperConfig:
     re3: dict = field(default_factory=dict)
     state_entropy: dict = field(default_factory=dict)
 
+    def smoothing_options(self) -> dict:
+        return {
+            "gaussian": {"sigma": self.smoothing_sigma},
+            "uniform": {"size": self.smoothing_window},
+            "ema": {"alpha": self.smoothing_alpha},
+        }.get(self.smoothing, {})
+
     def validate(self) -> None:
         from rl import rewards
 
+        if self.smoothing_sigma <= 0 or self.smoothing_window < 1 or not 0 < self.smoothing_alpha <= 1:
+            raise ConfigError(
+                "shaper: smoothing_sigma > 0, smoothing_window >= 1 and 0 < smoothing_alpha <= 1"
+            )
         try:
             rewards.from_config(self)
         except ConfigError:

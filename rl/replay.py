@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -205,6 +206,24 @@ class Replay:
         return self._advance(
             state, data, is_open.astype(jnp.int32), is_open, jnp.where(is_open, 0, state.step)
         )
+
+    def write_episode(self, state, name: str, env: int, values) -> ReplayState:
+        """Overwrite field ``name`` on the transitions of env ``env``'s episode that the last
+        ``add`` ended, with ``values`` [L, ...] (one per transition, in order): for transforms
+        that need the whole episode, such as DreamSmooth's. Steps the ring has already
+        overwritten are skipped. Runs on the host between jitted calls (once per episode)."""
+        T, L = self.length, len(values)
+        ptr = int(state.ptr[env])  # the final slot is ptr - 1; transitions before it
+        bucket = 1 << max(L - 1, 0).bit_length()  # padded length: few distinct shapes to compile
+        i = np.arange(bucket)
+        keep = (i < L) & (i >= L - (T - 1))
+        idx = np.where(keep, (ptr - 1 - L + i) % T, T)  # index T is dropped
+        shape, dtype = self.fields()[name]
+        padded = np.zeros((bucket, *shape), dtype)
+        padded[:L] = np.asarray(values, dtype).reshape(L, *shape)
+        data = dict(state.data)
+        data[name] = _write_column(data[name], jnp.asarray(idx), env, jnp.asarray(padded))
+        return state._replace(data=data)
 
     def _put(self, data, index, row):
         """Write one slot per column at ``index`` ([E]); fields absent from ``row`` get zeros;
@@ -467,6 +486,11 @@ class Replay:
             next_episode=read("next_episode"),
         )
         return replay, state
+
+
+@partial(jax.jit, static_argnums=2, donate_argnums=0)
+def _write_column(field, idx, env: int, values):
+    return field.at[idx, env].set(values, mode="drop")
 
 
 def _fsync_dir(path: Path) -> None:

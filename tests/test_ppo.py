@@ -187,7 +187,7 @@ def test_ppo_trains_on_the_shaper_reward(tmp_path):
     from rl.rewards import Extrinsic, Shaper, Stream
 
     shaper = Shaper(
-        (Stream("extrinsic", Extrinsic()), Stream("bonus", ConstantBonus(), weight=2.0, normalize=True))
+        (Stream("extrinsic", Extrinsic()), Stream("bonus", ConstantBonus(), weight=2.0, normalize="meanstd"))
     )
     cfg = config_lib.build(
         ppo.Config,

@@ -282,3 +282,60 @@ def test_ngu_episodic_kernel_matches_a_numpy_loop():
     s = lifelong.init(jax.random.PRNGKey(0), spec)
     s = lifelong.update(s, batch, jax.random.PRNGKey(1))[0]
     assert np.all(np.isfinite(lifelong.reward(s, batch))) and "rnd" in s.fixed
+
+
+def test_dreamsmooth_replay_field_holds_each_finished_episode_smoothed():
+    from rl.replay import Replay
+    from rl.rewards.smoothing import EpisodeSmoother
+
+    spec = envs.make_spec("gym:Pendulum-v1", 2, 0)
+    replay = Replay.from_spec(
+        spec, 60, extras={"smoothed_reward": ((), "float32")}
+    )  # 30 slots per env: wraps
+    state = replay.init()
+    smoother = EpisodeSmoother(2, "gaussian", sigma=1.5)
+    rng = np.random.default_rng(0)
+    lengths, t = [[7, 4, 9, 3, 6, 5, 8, 2, 7, 6], [5, 6, 3, 8, 4, 9, 2, 7, 5, 6]], [0, 0]
+    episode_index = [0, 0]
+    for _ in range(45):
+        reward = rng.normal(size=2).astype(np.float32)
+        done = np.array([t[e] + 1 == lengths[e][episode_index[e]] for e in range(2)])
+        zeros = np.zeros((2, 3), np.float32)
+        state = replay.add(state, zeros, np.zeros((2, 1), np.float32), reward, done, np.zeros(2, bool), zeros,
+                           extras={"smoothed_reward": reward})  # fmt: skip
+        for e, smoothed in smoother.step(reward, done):
+            state = replay.write_episode(state, "smoothed_reward", e, smoothed)
+        for e in range(2):
+            t[e] = 0 if done[e] else t[e] + 1
+            episode_index[e] += int(done[e])
+    d = jax.device_get(state.data)
+    checked = 0
+    for e in range(2):
+        rows = [i for i in range(30) if not d["final"][i, e]]
+        finished = {int(d["episode"][i, e]) for i in range(30) if d["final"][i, e]}
+        for ep in finished:
+            steps = sorted((int(d["step"][i, e]), i) for i in rows if d["episode"][i, e] == ep)
+            if not steps or steps[0][0] != 0:
+                continue  # its start was overwritten by the ring
+            raw = np.array([d["reward"][i, e] for _, i in steps])
+            got = np.array([d["smoothed_reward"][i, e] for _, i in steps])
+            np.testing.assert_allclose(got, smoothing.gaussian(raw, 1.5), rtol=1e-5, atol=1e-6)
+            checked += 1
+    assert checked >= 4
+
+
+def test_smooth_segments_and_agents_with_smoothing(tmp_path):
+    rng = np.random.default_rng(1)
+    reward, done = rng.normal(size=(20, 2)), np.zeros((20, 2), bool)
+    done[6, 0] = done[12, 1] = True
+    out = smoothing.smooth_segments(reward, done, "uniform", size=3)
+    np.testing.assert_allclose(out[:7, 0], smoothing.uniform(reward[:7, 0], 3), rtol=1e-5)
+    np.testing.assert_allclose(out[7:, 0], smoothing.uniform(reward[7:, 0], 3), rtol=1e-5)
+    np.testing.assert_allclose(out[13:, 1], smoothing.uniform(reward[13:, 1], 3), rtol=1e-5)
+    common = {"eval_episodes": 1, "runs_dir": str(tmp_path), "shaper": {"smoothing": "gaussian"}}
+    sac.train(config_lib.build(sac.Config, overrides={"env": "gym:Pendulum-v1", "total_steps": 450,
+              "learning_starts": 300, "batch_size": 32, "log_every": 150, **common}))  # fmt: skip
+    ppo.train(config_lib.build(ppo.Config, overrides={"env": "gym:CartPole-v1", "total_steps": 256, "num_steps": 64,
+              "num_envs": 2, "num_minibatches": 2, "update_epochs": 1, "log_every": 64, **common}))  # fmt: skip
+    with pytest.raises(config_lib.ConfigError, match="n_step"):
+        config_lib.build(sac.Config, overrides={"n_step": 3, "shaper": {"smoothing": "ema"}})

@@ -44,6 +44,7 @@ from rl.nets import (
     orthogonal,
 )
 from rl.rewards import RunningStats, Shaper, from_config
+from rl.rewards.smoothing import smooth_segments
 from rl.runs import Every, Run, print_result
 
 
@@ -460,6 +461,12 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 run.record_episodes(info["episodes"])
                 run.progress(step, cfg.total_steps)
             last_obs = observe(cfg, spec, obs_stats, obs, update=False)[1]
+            if cfg.shaper.smoothing != "none":  # DreamSmooth, per episode within the rollout
+                done = buf["terminated"] | buf["truncated"]
+                smoothing = cfg.shaper.smoothing_options()
+                buf["smoothed_reward"] = smooth_segments(
+                    buf["reward"], done, cfg.shaper.smoothing, **smoothing
+                )
             state, metrics = learn(state, {**buf, "last_obs": last_obs})
             if log.due(step) or step + cfg.batch_size > cfg.total_steps:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -34,6 +34,7 @@ from rl.evaluation import run_episodes
 from rl.nets import MLP, tanh_gaussian_sample
 from rl.replay import Replay
 from rl.rewards import Shaper, from_config
+from rl.rewards.smoothing import EpisodeSmoother
 from rl.runs import Every, Run, print_result
 
 
@@ -73,6 +74,8 @@ class Config(Common):
             raise err(f"1 / (utd * num_envs) must be a whole number of env steps, got {1 / per_call}")
         if not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
             raise err("tau must be in (0, 1] and gamma in [0, 1]")
+        if self.shaper.smoothing != "none" and self.n_step > 1:
+            raise err("shaper.smoothing (DreamSmooth) smooths one-step rewards: use n_step=1")
 
 
 # -- networks --------------------------------------------------------------------------------
@@ -339,7 +342,12 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     low, high = action_bounds(spec)  # a discrete env fails here, before a run directory exists
     run = run or Run.create(cfg, "sac")
     print(config_lib.to_yaml(run.cfg), flush=True)
-    replay = Replay.from_spec(spec, cfg.buffer_size)
+    # DreamSmooth: a smoothed copy of the env reward, written when each episode ends
+    smoother = None
+    if cfg.shaper.smoothing != "none":
+        smoother = EpisodeSmoother(cfg.num_envs, cfg.shaper.smoothing, **cfg.shaper.smoothing_options())
+    extras = {"smoothed_reward": (spec.reward_shape, "float32")} if smoother else None
+    replay = Replay.from_spec(spec, cfg.buffer_size, extras)
     state = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper)
     obs, _ = env.reset()
     if resume is not None:
@@ -382,12 +390,15 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 terminated=terminated,
                 truncated=truncated,
                 next_obs=info["next_obs"],
+                extras={"smoothed_reward": reward} if smoother else None,  # raw until the episode ends
             )
             learn = step + cfg.num_envs >= cfg.learning_starts and (step // cfg.num_envs + 1) % every == 0
             state, rstate, action, out = (learn_fn if learn else collect_fn)(
                 state, rstate, transition, next_obs
             )
             action = np.asarray(action)
+            for e, smoothed in smoother.step(reward, terminated | truncated) if smoother else ():
+                rstate = replay.write_episode(rstate, "smoothed_reward", e, smoothed)
             metrics = out or metrics  # the losses of the latest update
             obs = next_obs
             step += cfg.num_envs

@@ -11,6 +11,10 @@ same return. Smoothing runs once per episode, when it ends, on the episode's rew
   (alpha 0.33): the only one that does not move reward earlier in time.
 
 Host numpy on one episode [L] or [L, k]: episodes are short, and their lengths vary.
+``EpisodeSmoother`` keeps the open episodes of a vector env and hands each finished one back
+smoothed (SAC writes it into the replay's ``smoothed_reward`` field with
+``Replay.write_episode``); ``smooth_segments`` smooths a [T, E] rollout episode by episode
+(PPO: an episode cut by the rollout's ends is smoothed over the part inside it).
 """
 
 from __future__ import annotations
@@ -63,3 +67,35 @@ def smooth(r, mode: str, **kwargs) -> np.ndarray:
     if len(r) == 0:
         return np.zeros_like(np.asarray(r, np.float32))
     return fns[mode](r, **kwargs).astype(np.float32)
+
+
+class EpisodeSmoother:
+    """The rewards of each env's open episode; ``step`` returns the finished ones, smoothed."""
+
+    def __init__(self, num_envs: int, mode: str, **kwargs):
+        smooth(np.zeros(1), mode, **kwargs)  # a bad mode or option fails here
+        self.mode, self.kwargs = mode, kwargs
+        self.open: list[list] = [[] for _ in range(num_envs)]
+
+    def step(self, reward, done) -> list[tuple[int, np.ndarray]]:
+        """Record one vector step; [(env, smoothed rewards)] for the episodes it ended."""
+        finished = []
+        for e, r in enumerate(np.asarray(reward)):
+            self.open[e].append(r)
+            if done[e]:
+                finished.append((e, smooth(np.asarray(self.open[e]), self.mode, **self.kwargs)))
+                self.open[e] = []
+        return finished
+
+
+def smooth_segments(reward, done, mode: str, **kwargs) -> np.ndarray:
+    """``reward`` [T, E, ...] smoothed within each episode segment (split after ``done``)."""
+    reward, done = np.asarray(reward), np.asarray(done)
+    out = np.zeros(reward.shape, np.float32)
+    for e in range(reward.shape[1]):
+        start = 0
+        for t in [*np.flatnonzero(done[:, e]), reward.shape[0] - 1]:
+            if t >= start:
+                out[start : t + 1, e] = smooth(reward[start : t + 1, e], mode, **kwargs)
+                start = t + 1
+    return out

@@ -29,7 +29,10 @@ class Term(Protocol):
 
 @dataclass(frozen=True)
 class Extrinsic:
-    """The environment's reward as stored: ``batch["reward"]`` (scalar or vector). Fixed."""
+    """The environment's reward as stored: ``batch[field]`` (scalar or vector). Fixed.
+    ``field="smoothed_reward"`` reads DreamSmooth's smoothed copy (``rl.rewards.smoothing``)."""
+
+    field: str = "reward"
 
     intrinsic = False  # summed by the Shaper, never fused with the intrinsic streams
 
@@ -37,7 +40,7 @@ class Extrinsic:
         return ()
 
     def reward(self, state, batch):
-        return batch["reward"]
+        return batch[self.field]
 
     def update(self, state, batch, key):
         return state, {}
