@@ -10,6 +10,7 @@ it completes what is missing. An arm is an agent plus the config overrides that 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -94,6 +95,21 @@ def run_one(j: Job) -> int:
     with open(j.log, "w") as f:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+
+
+def worker_result(script, *args) -> dict:
+    """Run ``script --worker *args`` in a fresh process (wandb off) and return the JSON of its
+    last ``RESULT {...}`` line: how the benchmarks time each implementation in isolation."""
+    out = subprocess.run(
+        [sys.executable, str(script), "--worker", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{Path(script).name} {' '.join(map(str, args))} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def launch(jobs: list[Job], parallel: int) -> list[str]:

@@ -40,6 +40,20 @@ class MLP(nn.Module):
         return x
 
 
+def ensemble(module: type[nn.Module], size: int) -> type[nn.Module]:
+    """``size`` independent copies of ``module`` (own parameters, shared inputs) evaluated as one
+    batched network: outputs get a leading axis of ``size`` (twin Q networks, forward-model
+    ensembles)."""
+    return nn.vmap(
+        module,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=None,
+        out_axes=0,
+        axis_size=size,
+    )
+
+
 def mlp_numpy(params: dict, x: np.ndarray, activation: Callable = np.tanh) -> np.ndarray:
     """``MLP(hidden, out).apply`` in numpy, for host ``params`` (``jax.device_get``).
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # rl, when run as a script
+
+from rl import experiment as experiment_lib  # noqa: E402
 
 ENV = "minigrid:MiniGrid-DoorKey-8x8-v0"
 TERMS = ["none", "icm", "rnd", "ngu", "e3b", "disagreement", "re3", "state_entropy"]
@@ -44,16 +46,7 @@ def worker(term: str, steps: int) -> None:
 
 
 def measure(term: str, steps: int) -> float:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", term, str(steps)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "WANDB_MODE": "disabled"},
-    )
-    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"{term} failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][7:])["seconds"]
+    return experiment_lib.worker_result(__file__, term, steps)["seconds"]
 
 
 def main() -> None:

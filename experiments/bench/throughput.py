@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # rl, when run as a script
+
+from rl import experiment as experiment_lib  # noqa: E402
 
 ENV = "HalfCheetah-v5"
 BUDGETS = {"sac": (1_000, 5_000), "ppo": (8_192, 57_344)}
@@ -83,16 +85,7 @@ def worker(impl: str, algo: str, steps: int) -> None:
 
 
 def measure(impl: str, algo: str, steps: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", impl, algo, str(steps)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "WANDB_MODE": "disabled"},
-    )
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"{impl} {algo} failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return experiment_lib.worker_result(__file__, impl, algo, steps)
 
 
 def available(impl: str) -> bool:

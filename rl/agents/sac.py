@@ -31,7 +31,7 @@ from rl import checkpoint, envs
 from rl import config as config_lib
 from rl.config import Common
 from rl.evaluation import run_episodes
-from rl.nets import MLP, tanh_gaussian_sample
+from rl.nets import MLP, ensemble, tanh_gaussian_sample
 from rl.replay import Replay
 from rl.rewards import Shaper, from_config
 from rl.rewards.smoothing import EpisodeSmoother
@@ -111,15 +111,7 @@ class TwinQ(nn.Module):
 
     @nn.compact
     def __call__(self, obs, action):
-        ensemble = nn.vmap(
-            QNet,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=None,
-            out_axes=0,
-            axis_size=2,
-        )
-        return ensemble(self.hidden)(obs, action)
+        return ensemble(QNet, 2)(self.hidden)(obs, action)
 
 
 def networks(cfg: Config, spec: envs.EnvSpec) -> tuple[Actor, TwinQ]:

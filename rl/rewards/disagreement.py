@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rl.nets import MLP
+from rl.nets import MLP, ensemble
 from rl.rewards.learned import Embedding, LearnedState, action_input, flat, leading, spec_fields, train_step
 
 
@@ -31,15 +31,7 @@ class Ensemble(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        models = nn.vmap(
-            MLP,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=None,
-            out_axes=0,
-            axis_size=self.k,
-        )
-        return models(self.hidden, self.out, nn.relu)(x)
+        return ensemble(MLP, self.k)(self.hidden, self.out, nn.relu)(x)
 
 
 @dataclass(frozen=True)

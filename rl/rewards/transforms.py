@@ -15,10 +15,6 @@ def symlog(x):
     return jnp.sign(x) * jnp.log1p(jnp.abs(x))
 
 
-def symexp(x):
-    return jnp.sign(x) * jnp.expm1(jnp.abs(x))
-
-
 def normalize(mode: str, stats: RunningStats, r, eps: float = 1e-8):
     """``r`` under a stream's normalization: ``std`` divides by the running std of the values,
     ``meanstd`` also subtracts their mean, ``return`` divides by the running std of the
