@@ -78,7 +78,7 @@ def test_report_of_an_empty_directory_says_so(tmp_path):
 @pytest.mark.parametrize(
     "script,tasks,arms",
     [
-        ("icm.py", None, ["ppo", "ppo+icm"]),
+        ("icm.py", None, ["ppo", "ppo+icm", "ppo+icm-decay"]),
         (
             "hire.py",
             "minigrid:MiniGrid-DoorKey-8x8-v0",
