@@ -354,6 +354,25 @@ class EpisodicLife(gym.Wrapper):
         return obs, info
 
 
+class FireReset(gym.Wrapper):
+    """Atari games that wait for FIRE to start (Breakout's ball, a new life): press it after
+    every reset, as the DQN-era wrappers do (Mnih et al. 2015; SB3 and CleanRL ``FireResetEnv``).
+    Wrapped outside ``EpisodicLife``, so it also fires after a lost life."""
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        for action in (1, 2):  # FIRE, then a move: some games only start on the second press
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
+def needs_fire(env: gym.Env) -> bool:
+    meanings = env.unwrapped.get_action_meanings()
+    return len(meanings) >= 3 and meanings[1] == "FIRE"
+
+
 class ChannelsLast(gym.ObservationWrapper):
     """(stack, H, W) -> (H, W, stack): the layout flax convolutions expect."""
 
@@ -379,6 +398,7 @@ def _build_atari(name: str, options: dict):
         options,
         {
             "episodic_life": False,
+            "fire_reset": True,  # press FIRE after resets in games that have it (Breakout)
             "clip_rewards": False,
             "sticky_actions": 0.25,
             "noop_max": 30,
@@ -407,6 +427,8 @@ def _build_atari(name: str, options: dict):
         env = EpisodeStats(env)
         if o["episodic_life"]:
             env = EpisodicLife(env)
+        if o["fire_reset"] and needs_fire(env):
+            env = FireReset(env)
         if o["clip_rewards"]:
             env = TransformReward(env, lambda r: float(np.sign(r)))
         return ChannelsLast(FrameStackObservation(env, o["frame_stack"]))
@@ -524,7 +546,7 @@ def make(env_id: str, num_envs: int = 1, seed: int = 0, **options) -> tuple[VecE
     Options by namespace (unknown ones fail here, before any work):
       gym:      pixels, size (square render size), render, max_episode_steps, plus env kwargs
       dmc:      action_repeat, pixels, size, camera, render
-      atari:    episodic_life, clip_rewards, sticky_actions, noop_max, frame_stack, size,
+      atari:    episodic_life, fire_reset, clip_rewards, sticky_actions, noop_max, frame_stack, size,
                 full_action_space, render
       mo:       max_episode_steps, render
       minigrid: obs ('image' | 'flat' | 'rgb'), max_episode_steps, render

@@ -89,6 +89,21 @@ def test_episode_return_is_raw_with_clipping_and_episodic_life():
     assert ended_game["return"] >= clipped_sum  # Breakout bricks are worth >= 1 point
 
 
+def test_fire_reset_launches_breakouts_ball_after_every_reset_and_lost_life():
+    """Doing nothing loses Breakout's lives only once something presses FIRE for each ball."""
+
+    def lives_lost(fire_reset, steps=2_000):
+        env, _ = envs.make("atari:Breakout", seed=0, episodic_life=True, fire_reset=fire_reset)
+        env.reset()
+        lost = 0
+        for _ in range(steps):
+            lost += int(env.step(np.zeros(1, np.int64))[2][0])  # NOOP
+        return lost
+
+    assert lives_lost(fire_reset=False) == 0  # the ball is never launched
+    assert lives_lost(fire_reset=True) >= 5  # a game over and more: every reset relaunches it
+
+
 @pytest.mark.parametrize("env_id,size", [("gym:HalfCheetah-v5", 64), ("dmc:cheetah-run", 84)])
 def test_pixel_observations(env_id, size):
     env, spec = envs.make(env_id, num_envs=1, seed=0, pixels=True, size=size)
