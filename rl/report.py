@@ -131,6 +131,12 @@ def plot_curves(runs, path, grid_points: int = 100) -> Path | None:
     return Path(path)
 
 
+def score(x: float) -> str:
+    """A return for a table: whole numbers for MuJoCo-sized returns, two decimals for the
+    [0, 1] returns of MiniGrid-like tasks."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
 def report(
     root, out=None, references: dict | None = None, title: str = "Report", notes: str = "", arm_order=None
 ) -> Path:
@@ -165,9 +171,9 @@ def report(
     for (arm, task), r in per_task.items():
         ref = references.get((arm, task))
         ref_s = f"{ref[0]:,.0f} ({ref[1]})" if ref else "-"
-        seeds = ", ".join(f"{s:.0f}" for s in r["scores"])
+        seeds = ", ".join(score(s) for s in r["scores"])
         lines.append(
-            f"| {arm} | {task} | {r['n']} | {r['iqm']:,.1f} | [{r['ci'][0]:,.1f}, {r['ci'][1]:,.1f}] | {seeds} | {ref_s} |"
+            f"| {arm} | {task} | {r['n']} | {score(r['iqm'])} | [{score(r['ci'][0])}, {score(r['ci'][1])}] | {seeds} | {ref_s} |"
         )
     arms = [a for a in (arm_order or sorted({a for a, _ in per_task})) if any(a == k[0] for k in per_task)]
     if len(arms) > 1:
@@ -179,7 +185,7 @@ def report(
             "|---" * (len(arms) + 1) + "|",
         ]
         for task in sorted({t for _, t in per_task}):
-            cells = [f"{per_task[a, task]['iqm']:,.1f}" if (a, task) in per_task else "-" for a in arms]
+            cells = [score(per_task[a, task]["iqm"]) if (a, task) in per_task else "-" for a in arms]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
     unfinished = [r["name"] for r in runs if not r["finished"]]
     if aggregate:
