@@ -77,27 +77,42 @@ class NatureCNN(nn.Module):
     def __call__(self, x):
         x = x.astype(jnp.float32) / (255.0 if self.scale else 1.0)
         init = {"kernel_init": orthogonal(), "bias_init": nn.initializers.zeros}
-        x = nn.relu(nn.Conv(32, (8, 8), (4, 4), padding="VALID", **init)(x))
-        x = nn.relu(nn.Conv(64, (4, 4), (2, 2), padding="VALID", **init)(x))
-        x = nn.relu(nn.Conv(64, (3, 3), (1, 1), padding="VALID", **init)(x))
+        x = nn.relu(MatmulConv(32, 8, 4, name="Conv_0", **init)(x))
+        x = nn.relu(MatmulConv(64, 4, 2, name="Conv_1", **init)(x))
+        x = nn.relu(MatmulConv(64, 3, 1, name="Conv_2", **init)(x))
         x = x.reshape(*x.shape[:-3], -1)
         return nn.relu(nn.Dense(self.features, **init)(x))
 
 
-class Conv2x2(nn.Module):
-    """``nn.Conv(features, (2, 2), padding="VALID")`` (same parameters, names and init) as one
-    matmul over the four shifted views of the input: on XLA-CPU the tiny convolutions of
-    GridCNN and their gradients run faster as a dense product than as convolutions."""
+class MatmulConv(nn.Module):
+    """``nn.Conv(features, (k, k), (stride, stride), padding="VALID")`` with the same parameters
+    (names, shapes, init) computed as one matmul: space-to-depth by ``stride`` (k must be a
+    multiple of it), then the (k / stride)^2 shifted views of the input side by side. On XLA-CPU
+    the small convolutions of GridCNN and the Nature CNN, and above all their gradients, run
+    several times faster this way."""
 
     features: int
+    kernel: int
+    stride: int = 1
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        h, w = x.shape[-3:-1]
-        views = [x[..., i : h - 1 + i, j : w - 1 + j, :] for i in (0, 1) for j in (0, 1)]  # kernel order
-        return jnp.concatenate(views, -1) @ kernel.reshape(-1, self.features) + bias
+        k, s, c = self.kernel, self.stride, x.shape[-1]
+        if k % s:
+            raise ValueError(f"MatmulConv needs the kernel ({k}) to be a multiple of the stride ({s})")
+        kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        *lead, h, w, _ = x.shape
+        oh, ow, m = (h - k) // s + 1, (w - k) // s + 1, k // s
+        x = x[..., : (oh - 1) * s + k, : (ow - 1) * s + k, :]  # the rows and columns VALID reads
+        x = x.reshape(*lead, oh - 1 + m, s, ow - 1 + m, s, c)  # space-to-depth: (s, s, c) blocks
+        x = jnp.moveaxis(x, -4, -3).reshape(*lead, oh - 1 + m, ow - 1 + m, s * s * c)
+        views = [x[..., i : i + oh, j : j + ow, :] for i in range(m) for j in range(m)]
+        # the kernel in the same order: (block row, block col, row in block, col in block, c)
+        w_ = kernel.reshape(m, s, m, s, c, self.features).transpose(0, 2, 1, 3, 4, 5)
+        return jnp.concatenate(views, -1) @ w_.reshape(-1, self.features) + bias
 
 
 class GridCNN(nn.Module):
@@ -107,10 +122,10 @@ class GridCNN(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = x.astype(jnp.float32)
-        x = nn.relu(Conv2x2(16, name="Conv_0")(x))
+        x = nn.relu(MatmulConv(16, 2, name="Conv_0")(x))
         x = max_pool_2x2(x) if min(x.shape[-3:-1]) >= 4 else x
-        x = nn.relu(Conv2x2(32, name="Conv_1")(x))
-        x = nn.relu(Conv2x2(64, name="Conv_2")(x))
+        x = nn.relu(MatmulConv(32, 2, name="Conv_1")(x))
+        x = nn.relu(MatmulConv(64, 2, name="Conv_2")(x))
         return x.reshape(*x.shape[:-3], -1)
 
 
