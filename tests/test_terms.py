@@ -13,7 +13,18 @@ from rl import config as config_lib
 from rl import envs
 from rl.agents import ppo, sac
 from rl.nets import mlp_numpy
-from rl.rewards import E3B, ICM, NGU, RE3, RND, Disagreement, PotentialShaping, StateEntropy, smoothing
+from rl.rewards import (
+    E3B,
+    ICM,
+    NGU,
+    RE3,
+    RND,
+    Disagreement,
+    PotentialShaping,
+    StateEntropy,
+    learned,
+    smoothing,
+)
 
 
 def relu(x):
@@ -339,3 +350,9 @@ def test_smooth_segments_and_agents_with_smoothing(tmp_path):
               "num_envs": 2, "num_minibatches": 2, "update_epochs": 1, "log_every": 64, **common}))  # fmt: skip
     with pytest.raises(config_lib.ConfigError, match="n_step"):
         config_lib.build(sac.Config, overrides={"n_step": 3, "shaper": {"smoothing": "ema"}})
+
+
+def test_smallest_matches_top_k_with_ties_and_masked_rows():
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 50))
+    x = x.at[0, 0, :5].set(-1.0).at[1, 2, :].set(jnp.inf)  # ties; a row with no candidates
+    np.testing.assert_array_equal(learned.smallest(x, 6), -jax.lax.top_k(-x, 6)[0])

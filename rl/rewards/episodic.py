@@ -32,6 +32,7 @@ from rl.rewards.learned import (
     action_input,
     flat,
     leading,
+    smallest,
     spec_fields,
     train_step,
 )
@@ -157,8 +158,8 @@ class NGU(_InverseDynamicsTerm):
         sq = jnp.sum(phi * phi, -1)
         d2 = jnp.maximum(sq[..., :, None] + sq[..., None, :] - 2 * phi @ jnp.swapaxes(phi, -1, -2), 0.0)
         k = min(self.k, d2.shape[-1])
-        neg, _ = jax.lax.top_k(jnp.where(allowed, -d2, -jnp.inf), k)
-        d2k, exists = -neg, jnp.isfinite(neg)
+        d2k = smallest(jnp.where(allowed, d2, jnp.inf), k)
+        exists = jnp.isfinite(d2k)
         if len(lead) == 2:  # back to [T, E] order
             d2k, exists = d2k.transpose(1, 0, 2), exists.transpose(1, 0, 2)
         return d2k.reshape(-1, k), exists.reshape(-1, k)
