@@ -88,8 +88,8 @@ class MatmulConv(nn.Module):
     """``nn.Conv(features, (k, k), (stride, stride), padding="VALID")`` with the same parameters
     (names, shapes, init) computed as one matmul: space-to-depth by ``stride`` (k must be a
     multiple of it), then the (k / stride)^2 shifted views of the input side by side. On XLA-CPU
-    the small convolutions of GridCNN and the Nature CNN, and above all their gradients, run
-    several times faster this way."""
+    this runs the Nature CNN's forward and backward pass about 2x faster than ``nn.Conv`` (256
+    frames: 252 vs 503 ms), and GridCNN's gradients faster too."""
 
     features: int
     kernel: int
