@@ -22,7 +22,7 @@ run: $(VENV)/.installed
 	$(BIN)/rl train ppo --config ppo-cartpole
 
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check rl tests experiments
+	$(BIN)/ruff check rl tests experiments notebooks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
@@ -32,7 +32,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python experiments/bench/rewards.py
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check rl tests experiments
+	$(BIN)/ruff check rl tests experiments notebooks
 	$(BIN)/ruff format --check rl tests experiments
 
 clean:
