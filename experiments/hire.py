@@ -6,7 +6,8 @@ intrinsic rewards against their fusions, with PPO.
     python experiments/hire.py --report-only
 
 Arms: ICM, RND, NGU and E3B alone, and the four of them fused by ``sum``, ``product``, ``max``
-and ``cycle`` (the active term switches every 10 updates). Every intrinsic stream is divided
+and ``cycle`` (the active term switches every 20,480 env steps: 10 rollouts of the MiniGrid
+preset). Every intrinsic stream is divided
 by its running std before fusion and the fused bonus is weighted 0.01 against the env reward.
 Tasks: MiniGrid DoorKey-8x8, KeyCorridorS3R3 and MultiRoom-N4-S5 (PPO's MiniGrid preset) and
 Atari MontezumaRevenge (PPO's Atari preset), the paper's kinds of sparse-reward tasks. The
@@ -28,7 +29,8 @@ WEIGHT = "0.01"
 ARMS = {
     **{
         t: experiment_lib.Arm(
-            "ppo", (f"shaper.terms=[{t}]", f"shaper.intrinsic_weight={WEIGHT}", f"shaper.{t}.weight=1")
+            "ppo",
+            (f"shaper.terms=[{t}]", f"shaper.intrinsic_weight={WEIGHT}", f"shaper.streams.{t}.weight=1"),
         )
         for t in TERMS
     },
@@ -38,9 +40,9 @@ ARMS = {
             (
                 f"shaper.terms=[{','.join(TERMS)}]",
                 f"shaper.fuse={fuse}",
-                "shaper.cycle_every=10",
+                "shaper.cycle_every=20480",
                 f"shaper.intrinsic_weight={WEIGHT}",
-                *(f"shaper.{t}.weight=1" for t in TERMS),
+                *(f"shaper.streams.{t}.weight=1" for t in TERMS),
             ),
         )  # fmt: skip
         for fuse in ("sum", "product", "max", "cycle")

@@ -9,7 +9,8 @@ only at the flag; every step costs -1), MiniGrid DoorKey-8x8 (reward only for op
 door with the key) and DMC cartpole-swingup_sparse (reward only with the pole up). The ICM
 arm adds ``shaper.terms=[icm]``: the bonus eta/2 ||f(phi(s), a) - phi(s')||^2, normalized by
 its running std and weighted 0.01, to the env reward; nothing else differs. The
-``ppo+icm-decay`` arm weights it 0.001 and decays that by (1 - 0.005)^t over PPO updates t.
+``ppo+icm-decay`` arm weights it 0.001 and decays that by (1 - 2.45e-6)^t over env steps t:
+(1 - 0.005) per 2,048-step rollout of the MiniGrid preset, the decay of the reported runs.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from rl import experiment as experiment_lib  # noqa: E402
 EXPERIMENT = "icm"
 ARMS = {
     "ppo": experiment_lib.Arm("ppo"),
-    "ppo+icm": experiment_lib.Arm("ppo", ("shaper.terms=[icm]", "shaper.icm.weight=0.01")),
-    # a tenth of the bonus, decayed by 0.5% a PPO update (RLeXplore's beta (1 - kappa)^t)
+    "ppo+icm": experiment_lib.Arm("ppo", ("shaper.terms=[icm]", "shaper.streams.icm.weight=0.01")),
+    # a tenth of the bonus, decayed by 0.5% a 2,048-step rollout (RLeXplore's beta (1 - kappa)^t)
     "ppo+icm-decay": experiment_lib.Arm(
-        "ppo", ("shaper.terms=[icm]", "shaper.icm.weight=0.001", "shaper.intrinsic_decay=0.005")
+        "ppo", ("shaper.terms=[icm]", "shaper.streams.icm.weight=0.001", "shaper.intrinsic_decay=2.45e-6")
     ),
 }
 # task -> the PPO settings both arms use there

@@ -1,8 +1,10 @@
 """Atomic checkpoints of a whole training state: ``checkpoints/step_<N>/``.
 
-A checkpoint directory holds ``state.msgpack`` (the agent's pytree: params, optimizer
-states, normalizer statistics, RNG keys, counters; flax msgpack, no pickle), ``replay/``
-(the buffer, :meth:`rl.replay.Replay.save`) and ``meta.json`` (step, wandb run id, ...).
+A checkpoint directory holds ``state.msgpack`` (the agent's jitted pytree: params, optimizer
+states, RNG keys, counters; flax msgpack, no pickle), ``loop.msgpack`` (the host-side loop
+state: the envs' current observations, the observation normalizer), ``replay/`` (the
+buffer, :meth:`rl.replay.Replay.save`) and ``meta.json`` (step, metrics lines written, the
+Shaper's description, wandb run id, ...).
 It is written under a temporary name and renamed into place, so a crash mid-write leaves
 the previous checkpoint as the latest one.
 """
@@ -19,7 +21,8 @@ import jax
 import numpy as np
 from flax import serialization
 
-from rl.replay import Replay, ReplayState, _fsync_dir
+from rl.files import fsync_dir
+from rl.replay import Replay, ReplayState
 
 PREFIX = "step_"
 
@@ -32,6 +35,7 @@ def save(
     replay_state: ReplayState | None = None,
     meta: dict | None = None,
     keep: int = 2,
+    loop=None,
 ) -> Path:
     """Write checkpoint ``root/step_<step>`` atomically and keep the newest ``keep``."""
     root = Path(root)
@@ -41,10 +45,13 @@ def save(
     try:
         host = jax.device_get(serialization.to_state_dict(state))
         (tmp / "state.msgpack").write_bytes(serialization.msgpack_serialize(host))
+        if loop is not None:
+            loop_host = jax.device_get(serialization.to_state_dict(loop))
+            (tmp / "loop.msgpack").write_bytes(serialization.msgpack_serialize(loop_host))
         (tmp / "meta.json").write_text(json.dumps({"step": int(step), **(meta or {})}))
         if replay is not None:
             replay.save(replay_state, tmp / "replay")
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -70,9 +77,15 @@ def latest(root) -> Path | None:
     return found[-1] if found else None
 
 
-def load(path, template):
-    """Restore ``(state, replay, replay_state, meta)``; ``template`` gives the state's structure
-    (build it with the agent's ``init``). ``replay`` is None when none was saved."""
+def _restore(template, raw):
+    state = serialization.from_state_dict(template, raw)
+    return jax.tree.map(lambda t, v: np.asarray(v, dtype=np.asarray(t).dtype), template, state)
+
+
+def load(path, template, loop_template=None):
+    """Restore ``(state, replay, replay_state, meta)``, or with ``loop_template`` ``(state,
+    loop, replay, replay_state, meta)``; the templates give the structures (the agent's
+    ``init``). ``replay`` is None when none was saved."""
     path = Path(path)
     if not (path / "meta.json").exists():
         raise FileNotFoundError(
@@ -81,9 +94,13 @@ def load(path, template):
         )
     meta = json.loads((path / "meta.json").read_text())
     raw = serialization.msgpack_restore((path / "state.msgpack").read_bytes())
-    state = serialization.from_state_dict(template, raw)
-    state = jax.tree.map(lambda t, v: np.asarray(v, dtype=np.asarray(t).dtype), template, state)
+    state = _restore(template, raw)
     replay = replay_state = None
     if (path / "replay").exists():
         replay, replay_state = Replay.load(path / "replay")
-    return state, replay, replay_state, meta
+    if loop_template is None:
+        return state, replay, replay_state, meta
+    if not (path / "loop.msgpack").exists():
+        raise FileNotFoundError(f"checkpoint {path} has no loop.msgpack (written by an older version)")
+    loop = _restore(loop_template, serialization.msgpack_restore((path / "loop.msgpack").read_bytes()))
+    return state, loop, replay, replay_state, meta

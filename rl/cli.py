@@ -32,7 +32,7 @@ def _train(args) -> None:
 
 
 def _resume(args) -> None:
-    from rl.runs import Run
+    from rl.runs import Run, RunFinished
 
     data = (
         config_lib.load_yaml(Path(args.run_dir) / "config.yaml")
@@ -42,7 +42,11 @@ def _resume(args) -> None:
     if "agent" not in data:
         raise FileNotFoundError(f"{args.run_dir} is not a run directory (no config.yaml naming its agent)")
     module = agents.get(data["agent"])
-    run, ckpt = Run.resume(args.run_dir, module.Config, config_lib.parse_overrides(args.overrides))
+    try:
+        run, ckpt = Run.resume(args.run_dir, module.Config, config_lib.parse_overrides(args.overrides))
+    except RunFinished as done:
+        print(done)
+        return
     print(f"resuming {run.dir} from {ckpt.name}")
     module.train(run.cfg, run=run, resume=ckpt)
 
@@ -62,9 +66,10 @@ def _eval(args) -> None:
     spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # the state's structure
     import jax
 
-    state = checkpoint.load(ckpt, module.init(cfg, spec, jax.random.PRNGKey(cfg.seed)))[0]
+    template = module.init(cfg, spec, jax.random.PRNGKey(cfg.seed)), module.init_loop(cfg, spec)
+    state, loop = checkpoint.load(ckpt, *template)[:2]
     video = run_dir / "videos" / f"eval-{ckpt.name}.mp4" if args.video else None
-    result = module.evaluate(cfg, state, args.episodes, video_path=video)
+    result = module.evaluate(cfg, state, args.episodes, video_path=video, loop=loop)
     result = {"checkpoint": ckpt.name, "episodes": args.episodes, **result}
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

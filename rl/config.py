@@ -4,6 +4,9 @@ Every key is checked before any work starts: unknown keys name the valid ones (a
 closest), values are coerced to the declared type or rejected, ``Literal`` fields list
 their choices, and each config's ``validate()`` checks ranges. Nested dataclass and dict
 fields take dotted keys (``env_options.pixels=true``).
+
+The machinery only: it imports no module of the library (the keys every agent shares are
+``rl.loop.Common``; the reward section is ``rl.rewards.ShaperConfig``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,88 +25,6 @@ CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 class ConfigError(ValueError):
     """A config key, type or value that cannot be used; raised before any work starts."""
-
-
-@dataclass
-class ShaperConfig:
-    """The training reward (rl.rewards): the env reward plus the intrinsic ``terms``, fused.
-
-    Each term's section takes stream options (weight, decay: w (1 - decay)^t, normalize:
-    none | std | meanstd | return, symlog, clip) and the term's own keys, e.g.
-    ``shaper.icm.weight=0.01 shaper.icm.beta=0.2``."""
-
-    terms: list[str] = field(default_factory=list)  # icm, rnd, ngu, e3b, disagreement, re3, state_entropy
-    fuse: Literal["sum", "product", "max", "cycle"] = "sum"  # how intrinsic streams combine (HIRE)
-    cycle_every: int = 1000  # updates per active intrinsic term with fuse=cycle
-    intrinsic_weight: float = 1.0  # scales the fused intrinsic reward
-    intrinsic_decay: float = 0.0  # intrinsic_weight * (1 - intrinsic_decay)^updates (RLeXplore)
-    extrinsic: dict = field(default_factory=dict)  # stream options of the env reward
-    smoothing: Literal["none", "gaussian", "uniform", "ema"] = "none"  # DreamSmooth on the env reward
-    smoothing_sigma: float = 3.0  # gaussian
-    smoothing_window: int = 9  # uniform
-    smoothing_alpha: float = 0.33  # ema
-    icm: dict = field(default_factory=dict)
-    rnd: dict = field(default_factory=dict)
-    ngu: dict = field(default_factory=dict)
-    e3b: dict = field(default_factory=dict)
-    disagreement: dict = field(default_factory=dict)
-    re3: dict = field(default_factory=dict)
-    state_entropy: dict = field(default_factory=dict)
-
-    def smoothing_options(self) -> dict:
-        return {
-            "gaussian": {"sigma": self.smoothing_sigma},
-            "uniform": {"size": self.smoothing_window},
-            "ema": {"alpha": self.smoothing_alpha},
-        }.get(self.smoothing, {})
-
-    def validate(self) -> None:
-        from rl import rewards
-
-        if self.smoothing_sigma <= 0 or self.smoothing_window < 1 or not 0 < self.smoothing_alpha <= 1:
-            raise ConfigError(
-                "shaper: smoothing_sigma > 0, smoothing_window >= 1 and 0 < smoothing_alpha <= 1"
-            )
-        try:
-            rewards.from_config(self)
-        except ConfigError:
-            raise
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"shaper: {e}") from None
-
-
-@dataclass
-class Common:
-    """Keys every agent shares (DESIGN.md "Runs"). Agents subclass it with their own."""
-
-    env: str = "gym:Pendulum-v1"  # namespace:id; `rl envs` lists them
-    env_options: dict = field(default_factory=dict)  # passed to rl.envs.make (e.g. pixels: true)
-    seed: int = 0  # seeds envs, networks and sampling
-    total_steps: int = 100_000  # env steps (summed over vector envs)
-    num_envs: int = 1  # synchronous vector envs
-    eval_every: int = 0  # env steps between evaluations (0: off)
-    eval_episodes: int = 10  # episodes per evaluation
-    checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end)
-    log_every: int = 1000  # env steps between metrics lines
-    experiment: str = "default"  # runs/<experiment>/<run_name>/
-    run_name: str = ""  # empty: <agent>-<env>-s<seed>-<date>
-    runs_dir: str = "runs"  # root of all runs, relative to the working directory
-    wandb: Literal["disabled", "offline", "online"] = "disabled"  # mirror the run to wandb
-    shaper: ShaperConfig = field(default_factory=ShaperConfig)  # the reward the agent trains on
-
-    def validate(self) -> None:
-        from rl import envs
-
-        try:
-            envs.parse_id(self.env)
-        except ValueError as e:
-            raise ConfigError(f"env: {e}") from None
-        for key in ("total_steps", "num_envs", "eval_episodes", "log_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("eval_every", "checkpoint_every"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key} must be >= 0 (0 turns it off), got {getattr(self, key)}")
 
 
 def _is_dataclass_type(tp) -> bool:

@@ -14,7 +14,9 @@ capacity) whose methods are pure functions of a :class:`ReplayState` pytree, so 
 the samplers jit, scan and run inside an agent's update. Samplers draw uniformly over the
 *valid* starts (rejection sampling in a ``while_loop``), so the result is exact, not
 approximately uniform. Every sample has a ``valid`` mask that is all true whenever the
-buffer holds at least one valid start; see :meth:`Replay.num_valid`.
+buffer holds at least one valid start; see :meth:`Replay.num_valid`. Transition samplers
+return the batch contract of :mod:`rl.batch` (``Transitions``, ``Sequences``); the replay
+does no reward arithmetic.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rl import batch as batch_lib
+from rl.batch import Sequences, Transitions
+from rl.files import fsync_dir
 
 # Redraw rounds before giving up on a sample (and leaving `valid` false). A round redraws only
 # the invalid draws, so this is only reached when (almost) nothing valid is stored.
@@ -293,63 +299,66 @@ class Replay:
     def _extras(self):
         return [k for k, _, _ in self.extras]
 
-    def _n_step(self, state, t, j, age, n: int, gamma: float):
-        """Accumulate up to ``n`` rewards from slot t; stop at the episode's end.
-
-        Returns (return, steps taken m, terminated, truncated, ok) where ok says every
-        accumulated step's successor slot has been written (age - k >= 1).
-        """
+    def _window_mask(self, state, t, j, age, length: int):
+        """For windows of ``length`` transitions from slot t: (mask [B, length], ok [B]).
+        ``mask`` marks the steps inside the start's episode (up to and including its last
+        transition); ``ok`` says the start is a transition and every masked step's successor
+        slot has been written (age - k >= 1)."""
         T = self.length
-        ret = jnp.zeros(t.shape + self.reward_shape, jnp.float32)
-        disc = jnp.ones(t.shape, jnp.float32)
         alive = jnp.ones(t.shape, bool)
-        m = jnp.zeros(t.shape, jnp.int32)
-        term = jnp.zeros(t.shape, bool)
-        trunc = jnp.zeros(t.shape, bool)
         ok = ~state.data["final"][t, j]
-        for k in range(n):
+        mask = []
+        for k in range(length):
             s = (t + k) % T
             ok &= ~alive | (age - k >= 1)
-            r = state.data["reward"][s, j]
-            w = jnp.where(alive, disc, 0.0)
-            ret = ret + w.reshape(w.shape + (1,) * len(self.reward_shape)) * r
-            te, tr = state.data["terminated"][s, j], state.data["truncated"][s, j]
-            term |= alive & te
-            trunc |= alive & tr
-            m = m + alive.astype(jnp.int32)
-            disc = disc * gamma
-            alive &= ~(te | tr)
-        return ret, m, term, trunc, ok
+            mask.append(alive)
+            alive &= ~(state.data["terminated"][s, j] | state.data["truncated"][s, j])
+        return jnp.stack(mask, axis=-1), ok
 
-    def sample(self, state, key, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict:
-        """Uniform transitions. Returns obs, action, reward, next_obs, terminated, truncated,
-        discount (gamma ** steps accumulated), episode, step, valid, each extra and
-        ``next_<extra>``. With ``n_step > 1`` the reward is the discounted n-step env return,
-        cut at the episode's end, and next_obs is the observation n steps (or fewer) later.
-        Agents bootstrap with ``discount * (1 - terminated)``: truncation still bootstraps.
-        """
+    def _batch_fields(self, state, idx, j, nxt):
+        """The contract's fields at slots ``idx`` of columns ``j`` (same shapes), successors at ``nxt``."""
+        data = state.data
+        extras = {k: data[k][idx, j] for k in ("episode", "step", *self._extras())}
+        extras.update({f"next_{k}": data[k][nxt, j] for k in self._extras()})
+        fields = {k: data[k][idx, j] for k in ("obs", "action", "reward", "terminated", "truncated")}
+        return {**fields, "next_obs": data["obs"][nxt, j]}, extras
+
+    def sample(self, state, key, batch_size: int) -> Transitions:
+        """Uniform transitions over the valid starts, as ``Transitions`` [B]: obs, action, the
+        env reward, next_obs (the final observation where the episode ended), terminated,
+        truncated, discount (1 - terminated), mask (false only when nothing valid is stored),
+        and extras: episode, step, each declared extra and ``next_<extra>``. No reward
+        arithmetic: n-step returns come from :meth:`sample_sequences` (``rl.returns``)."""
         T = self.length
 
         def valid(t, j, age):
-            return self._n_step(state, t, j, age, n_step, gamma)[4]
+            return self._window_mask(state, t, j, age, 1)[1]
+
+        t, j, ok = self._draw(state, key, batch_size, 1, valid)
+        fields, extras = self._batch_fields(state, t, j, (t + 1) % T)
+        return batch_lib.transitions(**fields, mask=ok, **extras)
+
+    def sample_sequences(self, state, key, batch_size: int, length: int, partial: bool = True) -> Sequences:
+        """``Sequences`` [B, length] of consecutive transitions.
+
+        ``partial=True`` (n-step returns): starts are uniform over the valid transitions, as
+        :meth:`sample`, and a window runs on past its episode's end with ``mask`` false there
+        (the steps inside the episode are a prefix). ``partial=False``: only windows of
+        ``length`` transitions inside one episode (``mask`` all true when found)."""
+        T = self.length
+        if length < 1 or (not partial and length >= T):
+            raise ValueError(f"sequence length must be in [1, {T - 1}] (partial: >= 1), got {length}")
+
+        def valid(t, j, age):
+            mask, ok = self._window_mask(state, t, j, age, length)
+            return ok if partial else ok & mask.all(-1)
 
         t, j, ok = self._draw(state, key, batch_size, 1, valid)
         age = (state.ptr[j] - 1 - t) % T
-        ret, m, term, trunc, _ = self._n_step(state, t, j, age, n_step, gamma)
-        nxt = (t + m) % T
-        out = self._gather(state, t, j)
-        out.pop("final")
-        out.update(
-            reward=ret,
-            next_obs=state.data["obs"][nxt, j],
-            terminated=term,
-            truncated=trunc,
-            discount=jnp.float32(gamma) ** m.astype(jnp.float32),
-            valid=ok,
-        )
-        for k in self._extras():
-            out[f"next_{k}"] = state.data[k][nxt, j]
-        return out
+        mask = self._window_mask(state, t, j, age, length)[0] & ok[:, None]
+        idx = (t[:, None] + jnp.arange(length)[None, :]) % T
+        fields, extras = self._batch_fields(state, idx, j[:, None], (idx + 1) % T)
+        return batch_lib.sequences(**fields, mask=mask, **extras)
 
     def _windows(self, state, key, batch_size, length, same_episode, no_final_last):
         T = self.length
@@ -372,10 +381,8 @@ class Replay:
         out["valid"] = ok
         return out
 
-    def sample_sequences(
-        self, state, key, batch_size: int, length: int, cross_episodes: bool = False
-    ) -> dict:
-        """Contiguous ``[B, length]`` windows of slots (Dreamer-style), uniform over starts.
+    def sample_windows(self, state, key, batch_size: int, length: int, cross_episodes: bool = False) -> dict:
+        """Contiguous ``[B, length]`` windows of raw slots (Dreamer-style), uniform over starts.
 
         A window never crosses an episode start unless ``cross_episodes``; it may end on the
         episode's ``final`` slot (its observation is the last one; action and reward are
@@ -396,7 +403,8 @@ class Replay:
     ) -> int:
         """Host-side count of valid starts: transitions (``length=None``) or windows of
         ``length`` (as :meth:`sample_sequences`, or :meth:`sample_segments` with
-        ``no_final_last``). O(capacity): for checks outside the training loop."""
+        ``no_final_last``; :meth:`sample_windows` windows). O(capacity): for checks outside
+        the training loop."""
         final, episode = np.asarray(state.data["final"]), np.asarray(state.data["episode"])
         ptr, count = np.asarray(state.ptr), np.asarray(state.count)
         T, n = self.length, 0
@@ -441,7 +449,7 @@ class Replay:
             for k, v in host.items():
                 np.save(tmp / f"{k}.npy", np.asarray(v), allow_pickle=False)
             (tmp / "replay.json").write_text(json.dumps(self.describe()))
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             old = path.with_name(f".{path.name}.old")
             if path.exists():
                 os.replace(path, old)
@@ -491,20 +499,6 @@ class Replay:
 @partial(jax.jit, static_argnums=2, donate_argnums=0)
 def _write_column(field, idx, env: int, values):
     return field.at[idx, env].set(values, mode="drop")
-
-
-def _fsync_dir(path: Path) -> None:
-    """Flush a directory's files and its entry list to disk before it is renamed into place."""
-    for p in path.iterdir():
-        if not p.is_file():
-            continue
-        with open(p, "rb") as f:
-            os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _free_bytes(device) -> int | None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from rl import checkpoint
 from rl import config as config_lib
+from rl.files import atomic_write
 
 LIBRARIES = (
     "jax",
@@ -46,7 +47,11 @@ LIBRARIES = (
 
 
 class NonFiniteError(FloatingPointError):
-    """A loss or metric became NaN or infinite; the run saved a checkpoint before stopping."""
+    """A loss or metric became NaN or infinite; the failing state was saved apart first."""
+
+
+class RunFinished(Exception):
+    """``rl resume`` of a run that has reached its ``total_steps``: nothing to do."""
 
 
 def _git_commit() -> str | None:
@@ -95,12 +100,6 @@ def _jsonable(v):
     return v
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class Run:
     """Create with :meth:`create` (a new run) or :meth:`resume` (continue after a crash)."""
 
@@ -112,6 +111,7 @@ class Run:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.videos.mkdir(exist_ok=True)
         self._metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        self.lines = len(read_metrics(self.dir / "metrics.jsonl"))  # lines a checkpoint has seen
         self._last: dict = {}
         self._episodes: list[dict] = []
         self.wandb_id = wandb_id
@@ -146,20 +146,21 @@ class Run:
             )
         path.mkdir(parents=True, exist_ok=True)
         cfg = dataclasses.replace(cfg, run_name=name)
-        _atomic_write(path / "config.yaml", yaml_dump({"agent": agent, **config_lib.to_dict(cfg)}))
+        atomic_write(path / "config.yaml", yaml_dump({"agent": agent, **config_lib.to_dict(cfg)}))
         meta = {
             **environment_info(),
             "agent": agent,
             "started": dt.datetime.now().isoformat(timespec="seconds"),
         }
-        _atomic_write(path / "meta.json", json.dumps(meta, indent=2))
+        atomic_write(path / "meta.json", json.dumps(meta, indent=2))
         return cls(path, cfg, agent)
 
     @classmethod
     def resume(cls, path, config_cls, overrides: dict | None = None) -> tuple[Run, Path]:
-        """Reopen a run at its latest checkpoint; metrics written after it are dropped, since
-        the resumed run writes those steps again (so no line is lost or duplicated).
-        ``overrides`` change the saved config (e.g. a longer ``total_steps``)."""
+        """Reopen a run at its latest checkpoint. ``metrics.jsonl`` is cut to exactly the lines
+        written when that checkpoint was saved (the resumed run writes the rest again, so no
+        line is lost or duplicated). ``overrides`` change the saved config (e.g. a longer
+        ``total_steps``). A finished run raises :class:`RunFinished` and nothing is written."""
         path = Path(path)
         if not (path / "config.yaml").exists():
             raise FileNotFoundError(f"{path} is not a run directory (no config.yaml)")
@@ -169,7 +170,6 @@ class Run:
         if overrides:
             cfg = config_lib.apply(cfg, overrides)
             config_lib.validate(cfg)
-            _atomic_write(path / "config.yaml", yaml_dump({"agent": agent, **config_lib.to_dict(cfg)}))
         ckpt = checkpoint.latest(path / "checkpoints")
         if ckpt is None:
             raise FileNotFoundError(
@@ -177,7 +177,17 @@ class Run:
             )
         meta = json.loads((ckpt / "meta.json").read_text())
         step = int(meta["step"])
-        truncate_metrics(path / "metrics.jsonl", step)
+        if (path / "summary.json").exists() and step >= cfg.total_steps:
+            raise RunFinished(
+                f"{path} is finished ({step} of total_steps={cfg.total_steps} env steps); "
+                f"nothing to resume. Extend it with `rl resume {path} total_steps=N`"
+            )
+        if overrides:
+            atomic_write(path / "config.yaml", yaml_dump({"agent": agent, **config_lib.to_dict(cfg)}))
+        if "metrics_lines" in meta:
+            truncate_lines(path / "metrics.jsonl", int(meta["metrics_lines"]))
+        else:
+            truncate_metrics(path / "metrics.jsonl", step)
         return cls(path, cfg, agent, start_step=step, wandb_id=meta.get("wandb_id")), ckpt
 
     # -- wandb -----------------------------------------------------------------------------
@@ -219,6 +229,7 @@ class Run:
         row = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
+        self.lines += 1
         self._last.update(row)
         scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
         if self._tb is not None:
@@ -250,13 +261,17 @@ class Run:
         return out
 
     def check_finite(self, step: int, metrics: dict, save_fn=None) -> None:
-        """Stop on NaN/inf: save a checkpoint (``save_fn``) first and say which entries."""
+        """Stop on NaN/inf, saying which entries (``reward/<term>...`` names the term). The
+        failing state is saved apart by ``save_fn`` (:meth:`save_failed`), so the latest
+        checkpoint, the one ``rl resume`` picks, stays the last good one."""
         bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
         if bad:
+            where = ""
             if save_fn is not None:
-                save_fn()
+                where = f"; the failing state is in {save_fn()}"
             raise NonFiniteError(
-                f"non-finite value at step {step} in: {', '.join(bad)} (checkpoint saved in {self.checkpoints})"
+                f"non-finite value at step {step} in: {', '.join(bad)}{where}; `rl resume {self.dir}` "
+                "restarts from the last good checkpoint"
             )
 
     # -- progress --------------------------------------------------------------------------
@@ -308,10 +323,14 @@ class Run:
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def save_checkpoint(self, step, state, replay=None, replay_state=None, **meta) -> Path:
-        return checkpoint.save(
-            self.checkpoints, step, state, replay, replay_state, meta={"wandb_id": self.wandb_id, **meta}
-        )
+    def save_checkpoint(self, step, state, replay=None, replay_state=None, loop=None, **meta) -> Path:
+        """A checkpoint that records how many metrics lines exist (a resume cuts back to them)."""
+        meta = {"wandb_id": self.wandb_id, "metrics_lines": self.lines, **meta}
+        return checkpoint.save(self.checkpoints, step, state, replay, replay_state, meta=meta, loop=loop)
+
+    def save_failed(self, step, state, replay=None, replay_state=None, loop=None, **meta) -> Path:
+        """The state of a failing step, for inspection, under ``failed/`` (never resumed from)."""
+        return checkpoint.save(self.dir / "failed", step, state, replay, replay_state, meta=meta, loop=loop)
 
     # -- end -------------------------------------------------------------------------------
 
@@ -328,7 +347,7 @@ class Run:
         curve = plot_curve(self.dir)
         if curve is not None:
             summary["curve"] = str(curve)
-        _atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))
+        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))
         self.close()
         return summary
 
@@ -377,10 +396,16 @@ def read_metrics(path) -> list[dict]:
     return rows
 
 
+def truncate_lines(path, lines: int) -> None:
+    """Keep the first ``lines`` complete lines of a metrics file."""
+    rows = read_metrics(path)[:lines]
+    atomic_write(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def truncate_metrics(path, step: int) -> None:
     """Keep the complete lines with ``step <= step``: what a resumed run does not write again."""
     rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    _atomic_write(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def plot_curve(run_dir, keys=("train/episode_return", "eval/episode_return")) -> Path | None:

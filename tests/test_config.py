@@ -6,6 +6,7 @@ from typing import Literal
 import pytest
 
 from rl import config as C
+from rl.loop import Common
 
 
 @dataclass
@@ -15,7 +16,7 @@ class Net:
 
 
 @dataclass
-class Cfg(C.Common):
+class Cfg(Common):
     lr: float = 3e-4
     gamma: float = 0.99
     utd: int = 1

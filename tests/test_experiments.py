@@ -75,35 +75,83 @@ def test_report_of_an_empty_directory_says_so(tmp_path):
     assert out.returncode == 2 and "no runs under" in out.stderr
 
 
-@pytest.mark.parametrize(
-    "script,tasks,arms",
-    [
-        ("icm.py", None, ["ppo", "ppo+icm", "ppo+icm-decay"]),
-        (
-            "hire.py",
-            "minigrid:MiniGrid-DoorKey-8x8-v0",
-            ["icm", "rnd", "ngu", "e3b", "sum", "product", "max", "cycle"],
-        ),
-    ],
-)
-def test_reward_experiments_at_smoke_budget(tmp_path, script, tasks, arms):
-    cmd = [
-        sys.executable,
-        str(ROOT / "experiments" / script),
-        "--budget",
-        "smoke",
-        "--runs-dir",
-        str(tmp_path),
-    ]
-    out = subprocess.run(cmd + (["--tasks", tasks] if tasks else []), capture_output=True, text=True)
+def _load(script):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(script[:-3], ROOT / "experiments" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _arm_config(module, arm, task):
+    """The config an arm's run gets on a task, as `rl train` would build it (no training)."""
+    from rl import agents
+    from rl import config as config_lib
+
+    args = [*module.TASKS[task], *module.ARMS[arm].overrides]
+    presets = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+    overrides = [a for i, a in enumerate(args) if a != "--config" and (i == 0 or args[i - 1] != "--config")]
+    agent = agents.get(module.ARMS[arm].agent)
+    return agent, config_lib.build(agent.Config, presets, [*overrides, f"env={task}"])
+
+
+@pytest.mark.parametrize("script", ["icm.py", "hire.py"])
+def test_reward_experiment_arms_build_the_shapers_they_describe(script):
+    """Every arm x task of the reward experiments validates, and builds the Shaper its
+    docstring promises (streams, fusion, weights, schedules in env steps)."""
+    module = _load(script)
+    for arm in module.ARMS:
+        for task in module.TASKS:
+            agent, cfg = _arm_config(module, arm, task)
+            shaper = agent.build_shaper(cfg)
+            names = [s.name for s in shaper.streams]
+            if script == "icm.py":
+                assert names == (["extrinsic"] if arm == "ppo" else ["extrinsic", "icm"]), (arm, task)
+                if arm == "ppo+icm-decay":  # 0.5% less per 2,048-step rollout
+                    w = float(shaper.intrinsic_weight(2048 * 10)) * float(shaper.streams[1].weight(0))
+                    assert w == pytest.approx(0.001 * 0.995**10, rel=1e-3)
+            else:
+                fused = arm in ("sum", "product", "max", "cycle")
+                assert names == ["extrinsic", *(module.TERMS if fused else [arm])]
+                assert shaper.fuse == (arm if fused else "sum") and float(
+                    shaper.intrinsic_weight(0)
+                ) == pytest.approx(0.01)
+                assert all(s.normalize in ("std", "return") for s in shaper.streams[1:])
+                if arm == "cycle":
+                    assert shaper.cycle_every == 20480
+
+
+def _fake_run(root, name, env, score, agent="ppo"):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(f"agent: {agent}\nenv: {env}\nseed: 0\nrun_name: {name}\n")
+    (d / "metrics.jsonl").write_text(json.dumps({"step": 10, "train/episode_return": score}) + "\n")
+    (d / "summary.json").write_text(json.dumps({"eval/episode_return": score}))
+
+
+def test_report_layout_is_tasks_by_arms_in_the_arm_order(tmp_path):
+    arms = ["icm", "rnd", "sum"]
+    for i, arm in enumerate(arms):
+        for task in ("minigrid:A", "atari:B"):
+            _fake_run(tmp_path, f"{arm}__{task.replace(':', '-')}__s0", task, score=0.25 * i)
+    md = report_lib.report(tmp_path, tmp_path, title="t", arm_order=["sum", "icm", "rnd"]).read_text()
+    assert "| task | sum | icm | rnd |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| minigrid:A |"))
+    assert row.split("|")[2].strip() == "0.50"  # sum's score, first column
+
+
+def test_a_reward_experiment_runs_end_to_end_at_smoke_budget(tmp_path):
+    """One tiny grid through the real script: launch, run, report."""
+    cmd = [sys.executable, str(ROOT / "experiments" / "hire.py"), "--budget", "smoke", "--runs-dir",
+           str(tmp_path), "--arms", "max", "--tasks", "minigrid:MiniGrid-DoorKey-8x8-v0"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    root = tmp_path / f"{script[:-3]}-smoke"
+    root = tmp_path / "hire-smoke"
     runs = report_lib.find_runs(root)
-    assert {r["arm"] for r in runs} == set(arms) and all(r["finished"] for r in runs)
-    md = (root / "report.md").read_text()
-    assert "| task | " + " | ".join(arms) + " |" in md  # the paper's layout: tasks x arms
-    if script == "hire.py":  # each fusion ran on the four intrinsic streams
-        metrics = [
-            json.loads(x) for x in open(root / "max__minigrid-MiniGrid-DoorKey-8x8-v0__s0" / "metrics.jsonl")
-        ]
-        assert any(all(f"reward/{t}_norm" in m for t in ("icm", "rnd", "ngu", "e3b")) for m in metrics)
+    assert [r["arm"] for r in runs] == ["max"] and runs[0]["finished"]
+    metrics = [
+        json.loads(x) for x in open(root / "max__minigrid-MiniGrid-DoorKey-8x8-v0__s0" / "metrics.jsonl")
+    ]
+    assert any(all(f"reward/{t}_norm" in m for t in ("icm", "rnd", "ngu", "e3b")) for m in metrics)
+    assert "| max | minigrid:MiniGrid-DoorKey-8x8-v0 | 1 |" in (root / "report.md").read_text()

@@ -1,4 +1,5 @@
-"""PPO: GAE and reward scaling against numpy loops, sampling, CartPole, determinism, smoke runs."""
+"""PPO: GAE and reward scaling against numpy loops, sampling, CartPole, determinism, smoke runs,
+the Shaper's reward reaching the loss, resume after SIGKILL."""
 
 import json
 
@@ -10,7 +11,8 @@ import pytest
 from rl import config as config_lib
 from rl import envs
 from rl.agents import ppo
-from rl.rewards import RunningStats
+from rl.returns import gae
+from rl.rewards import Extrinsic, Fixed, Linear, RunningStats, Shaper, Stream
 
 
 def gae_reference(reward, value, last_value, final_value, terminated, truncated, gamma, lam):
@@ -41,7 +43,9 @@ def test_gae_matches_numpy_loop_with_truncation():
     terminated[2, 0] = terminated[8, 1] = True
     truncated[5, 0] = truncated[3, 2] = truncated[8, 2] = True
     args = (reward, value, last_value, final_value, terminated, truncated, 0.99, 0.95)
-    adv, ret = ppo.gae(*[jnp.asarray(a) if isinstance(a, np.ndarray) else a for a in args])
+    as_jax = [jnp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+    # time-major per env, vmapped over envs at the call site (as in ppo.update)
+    adv, ret = jax.vmap(gae, in_axes=(1, 1, 0, 1, 1, 1, None, None), out_axes=1)(*as_jax)
     adv_ref, ret_ref = gae_reference(*args)
     np.testing.assert_allclose(adv, adv_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ret, ret_ref, rtol=1e-5, atol=1e-5)
@@ -101,7 +105,7 @@ def test_rollout_values_and_observation_statistics():
     state = ppo.init(cfg, spec, jax.random.PRNGKey(0))
     rng = np.random.default_rng(1)
     raw = rng.normal(2.0, 3.0, size=(5, 2, 17)).astype(np.float32)
-    stats, xs = state.obs_stats, []
+    stats, xs = ppo.init_loop(cfg, spec)["obs_stats"], []
     for t in range(5):
         stats, x = ppo.observe(cfg, spec, stats, raw[t])
         xs.append(x)
@@ -170,17 +174,22 @@ def test_ppo_smoke_on_images_grids_and_dmc(tmp_path, env_id, preset, extra):
     assert any(np.isfinite(r.get("loss/value", np.nan)) for r in rows)
 
 
-class ConstantBonus:
+class ConstantBonus(Fixed):
     """A reward term: +1 a step (to check that PPO trains on the Shaper's output)."""
 
-    def init(self, key, spec):
-        return ()
+    reads = frozenset({"value"})
 
     def reward(self, state, batch):
-        return jnp.ones_like(batch["value"])
+        return jnp.ones_like(batch.get("value"))
 
-    def update(self, state, batch, key):
-        return state, {}
+
+class ObsBonus(Fixed):
+    """A bonus that varies per step: the first observation coordinate."""
+
+    reads = frozenset({"obs"})
+
+    def reward(self, state, batch):
+        return batch.obs[..., 0]
 
 
 def test_ppo_trains_on_the_shaper_reward(tmp_path):
@@ -199,3 +208,130 @@ def test_ppo_trains_on_the_shaper_reward(tmp_path):
     logged = [r for r in rows if "reward/bonus" in r]
     assert logged and logged[0]["reward/bonus"] == 1.0 and "reward/bonus_norm" in logged[0]
     assert logged[0]["reward/extrinsic"] < 0  # Pendulum's reward
+
+
+def _rollout(cfg, spec, T, E, seed=0):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(T, E, *spec.obs_shape)).astype(np.float32)
+    terminated = rng.random((T, E)) < 0.1
+    return {
+        "obs": obs, "policy_obs": obs, "next_obs": obs, "final_obs": obs, "last_obs": obs[0],
+        "action": rng.normal(size=(T, E, *spec.action_shape)).astype(np.float32),
+        "reward": rng.normal(size=(T, E)).astype(np.float32),
+        "terminated": terminated, "truncated": np.zeros((T, E), bool),
+    }  # fmt: skip
+
+
+def test_the_update_trains_on_the_shaper_total_not_the_env_reward():
+    """Mutation check: an update that fed GAE the env reward would give the same parameters
+    with a bonus of weight 0 and weight 1, and the GAE returns would not move by the bonus."""
+    cfg = config_lib.build(ppo.Config, overrides={"env": "gym:Pendulum-v1", "num_steps": 16, "num_envs": 2,
+                           "num_minibatches": 2, "update_epochs": 1, "norm_reward": False, "total_steps": 32})  # fmt: skip
+    spec = envs.make_spec(cfg.env, 2, 0)
+    rollout = _rollout(cfg, spec, 16, 2)
+    out = {}
+    for w in (0.0, 1.0):
+        shaper = Shaper((Stream("extrinsic", Extrinsic()), Stream("bonus", ObsBonus(), weight=w)))
+        state = ppo.init(cfg, spec, jax.random.PRNGKey(0), shaper)
+        new, m = jax.jit(lambda s, r, sh=shaper: ppo.update(cfg, spec, sh.bind(cfg.gamma), s, r))(
+            state, rollout
+        )
+        out[w] = (jax.tree.leaves(new.params), float(m["ppo/return"]), float(m["reward/bonus"]))
+    base = jax.jit(lambda s, r: ppo.update(cfg, spec, ppo.build_shaper(cfg), s, r))(
+        ppo.init(cfg, spec, jax.random.PRNGKey(0)), rollout
+    )[0]
+    for a, b in zip(out[0.0][0], jax.tree.leaves(base.params)):  # weight 0 == no bonus, exactly
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(out[0.0][0], out[1.0][0]))
+    # GAE is linear in the reward: the mean return moves by the GAE of the bonus alone
+    bonus, zeros = rollout["obs"][..., 0], np.zeros((16, 2))
+    shift = gae_reference(bonus, zeros, zeros[0], zeros, rollout["terminated"], rollout["truncated"],
+                          cfg.gamma, cfg.gae_lambda)[1].mean()  # fmt: skip
+    assert out[1.0][1] - out[0.0][1] == pytest.approx(shift, rel=1e-3, abs=1e-4) and abs(shift) > 1e-2
+
+
+def test_schedules_count_env_steps_under_ppo_and_sac():
+    """The same schedule gives the same weight at the same env step under both agents."""
+    from rl.agents import sac
+
+    sched = Linear(1.0, 0.0, 10_000)
+    shaper = Shaper((Stream("extrinsic", Extrinsic()), Stream("bonus", ObsBonus(), weight=sched)))
+    pcfg = config_lib.build(ppo.Config, overrides={"env": "gym:Pendulum-v1", "num_steps": 16, "num_envs": 2,
+                            "num_minibatches": 2, "update_epochs": 1, "total_steps": 32})  # fmt: skip
+    spec = envs.make_spec(pcfg.env, 2, 0)
+    state = ppo.init(pcfg, spec, jax.random.PRNGKey(0), shaper)._replace(step=jnp.int32(4000 - 32))
+    learn = jax.jit(lambda s, r: ppo.update(pcfg, spec, ppo.build_shaper(pcfg, shaper), s, r))
+    new, m = learn(state, _rollout(pcfg, spec, 16, 2))
+    assert int(new.step) == 4000  # PPO advances its clock by the rollout's env steps
+    assert float(m["reward/bonus_weight"]) == pytest.approx(float(sched(4000)))
+    scfg = config_lib.build(sac.Config, overrides={"env": "gym:Pendulum-v1", "hidden": [8]})
+    sspec = envs.make_spec(scfg.env, 1, 0)
+    sstate = sac.init(scfg, sspec, jax.random.PRNGKey(0), shaper)._replace(step=jnp.int32(4000))
+    from rl import batch as batch_lib
+
+    b = batch_lib.transitions(jnp.ones((4, 3)), jnp.zeros((4, 1)), jnp.zeros(4), jnp.ones((4, 3)),
+                              np.zeros(4, bool), np.zeros(4, bool))  # fmt: skip
+    _, sm = sac.update(scfg, sspec, sac.build_shaper(scfg, shaper), sstate, b)
+    assert float(sm["reward/bonus_weight"]) == pytest.approx(float(m["reward/bonus_weight"]))
+
+
+def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "t" / "k"
+    cmd = [sys.executable, "-m", "rl.cli", "train", "ppo", "--env", "gym:CartPole-v1", "total_steps=8192",
+           "num_envs=2", "num_steps=128", "num_minibatches=2", "update_epochs=1", "log_every=256",
+           "checkpoint_every=1024", "eval_episodes=1", f"runs_dir={tmp_path}", "experiment=t", "run_name=k"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((run / "checkpoints").glob("step_*/meta.json")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list((run / "checkpoints").glob("step_*/meta.json")), "no checkpoint before the kill"
+    out = subprocess.run([sys.executable, "-m", "rl.cli", "resume", str(run)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(x) for x in open(run / "metrics.jsonl")]
+    train_steps = [r["step"] for r in rows if "perf/sps" in r]
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 8192  # none lost or repeated
+    assert (run / "summary.json").exists()
+    again = subprocess.run(
+        [sys.executable, "-m", "rl.cli", "resume", str(run)], capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "finished" in again.stdout
+    assert [json.loads(x) for x in open(run / "metrics.jsonl")] == rows  # a finished run: nothing written
+
+
+def test_a_shaper_built_in_code_survives_resume_in_code_or_resume_refuses(tmp_path):
+    import subprocess
+    import sys
+
+    from rl.runs import Run
+
+    shaper = Shaper((Stream("extrinsic", Extrinsic()), Stream("bonus", ObsBonus(), weight=0.5)))
+    cfg = config_lib.build(ppo.Config, overrides={"env": "gym:CartPole-v1", "total_steps": 256, "num_steps": 64,
+                           "num_envs": 2, "num_minibatches": 2, "update_epochs": 1, "log_every": 128,
+                           "eval_episodes": 1, "runs_dir": str(tmp_path), "experiment": "t", "run_name": "code"})  # fmt: skip
+    ppo.train(cfg, shaper=shaper)
+    run_dir = tmp_path / "t" / "code"
+    out = subprocess.run([sys.executable, "-m", "rl.cli", "resume", str(run_dir), "total_steps=512"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2 and "another Shaper" in out.stderr and "bonus" in out.stderr
+    lines = open(run_dir / "metrics.jsonl").read()
+    run, ckpt = Run.resume(run_dir, ppo.Config, {"total_steps": 512})
+    summary = ppo.train(run.cfg, run=run, resume=ckpt, shaper=shaper)  # the same Shaper, in code
+    assert summary["steps"] == 512 and len(open(run_dir / "metrics.jsonl").read()) > len(lines)
+    # a checkpoint whose term state does not match the Shaper is refused, never silently dropped
+    from rl import checkpoint
+
+    other = Shaper((Stream("extrinsic", Extrinsic()),))
+    template = (
+        ppo.init(cfg, envs.make_spec(cfg.env, 2, 0), jax.random.PRNGKey(0), other),
+        ppo.init_loop(cfg, envs.make_spec(cfg.env, 2, 0)),
+    )
+    with pytest.raises(ValueError, match="not the Shaper the run trained with"):
+        checkpoint.load(checkpoint.latest(run_dir / "checkpoints"), *template)

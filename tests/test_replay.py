@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rl import batch as batch_lib
 from rl.replay import Replay
+from rl.returns import n_step_return
 
 
 def make_replay(T=8, E=2, reward_shape=(), extras=()):
@@ -65,11 +67,33 @@ class Reference:
         return out
 
 
+def n_step_sample(replay, state, key, batch_size, n, gamma):
+    """n-step transitions as an agent builds them: windows from the replay, returns from
+    ``rl.returns`` (the replay does no reward arithmetic)."""
+    seq = replay.sample_sequences(state, key, batch_size, n)
+    g, boot, last = jax.vmap(n_step_return, in_axes=(0, 0, 0, None))(
+        seq.reward, seq.discount, seq.mask, gamma
+    )
+    rows = jnp.arange(batch_size)
+    return {
+        "obs": seq.obs[:, 0], "action": seq.action[:, 0], "reward": g, "next_obs": seq.next_obs[rows, last],
+        "terminated": seq.terminated[rows, last], "truncated": seq.truncated[rows, last],
+        "valid": seq.mask[:, 0], "bootstrap": boot,
+    }  # fmt: skip
+
+
 @functools.cache
 def jitted(replay):
-    """Compiled add and sample per buffer shape, so property tests do not recompile."""
-    sample = jax.jit(replay.sample, static_argnames=("batch_size", "n_step", "gamma"))
+    """Compiled add and n-step sample per buffer shape, so property tests do not recompile."""
+    sample = jax.jit(partial_sample(replay), static_argnames=("batch_size", "n", "gamma"))
     return jax.jit(replay.add), sample
+
+
+def partial_sample(replay):
+    def sample(state, key, batch_size, n, gamma):
+        return n_step_sample(replay, state, key, batch_size, n, gamma)
+
+    return sample
 
 
 def drive(replay, ref, steps, rng, end_prob=0.2):
@@ -114,7 +138,7 @@ def test_sampled_transitions_are_exactly_the_valid_ones(T, E, steps, n, seed):
     replay, ref = make_replay(T, E), Reference(T, E)
     state = drive(replay, ref, steps, rng)
     valid = ref.transitions(n=n, gamma=0.9)
-    batch = jitted(replay)[1](state, jax.random.PRNGKey(seed), batch_size=512, n_step=n, gamma=0.9)
+    batch = jitted(replay)[1](state, jax.random.PRNGKey(seed), batch_size=512, n=n, gamma=0.9)
     if not valid:
         assert not np.asarray(batch["valid"]).any()
         return
@@ -133,7 +157,8 @@ def test_uniform_over_valid_transitions():
     state = drive(replay, ref, 30, rng, end_prob=0.3)
     valid = ref.transitions()
     batch = jax.device_get(replay.sample(state, jax.random.PRNGKey(1), 40_000))
-    keys = [tuple(o) for o in batch["obs"]]
+    assert isinstance(batch, batch_lib.Transitions) and batch.mask.all()
+    keys = [tuple(o) for o in batch.obs]
     _, counts = np.unique(np.array(keys), axis=0, return_counts=True)
     assert len(counts) == len(valid)
     expected = 40_000 / len(valid)
@@ -176,13 +201,13 @@ def test_vector_rewards_and_n_step():
             np.array([False]),
             np.array([[i, -1]], np.float32),
         )
-    b = jax.device_get(replay.sample(state, jax.random.PRNGKey(0), 256, n_step=3, gamma=0.5))
+    b = jax.device_get(n_step_sample(replay, state, jax.random.PRNGKey(0), 256, 3, 0.5))
     assert b["reward"].shape == (256, 2)
-    for o, r, te, d in zip(b["obs"][:, 0], b["reward"], b["terminated"], b["discount"]):
+    for o, r, te, d in zip(b["obs"][:, 0], b["reward"], b["terminated"], b["bootstrap"]):
         steps = {0: 3, 1: 3, 2: 2, 3: 1}[int(o)]  # the episode terminates after obs 3
         geo = sum(0.5**k for k in range(steps))
         np.testing.assert_allclose(r, [geo, 2 * geo], rtol=1e-6)
-        assert d == pytest.approx(0.5**steps) and te == (int(o) >= 1)
+        assert te == (int(o) >= 1) and d == pytest.approx(0.0 if te else 0.5**steps)
     assert set(b["obs"][:, 0].astype(int)) == {0, 1, 2, 3}  # obs 4 has no successor yet
 
 
@@ -217,7 +242,7 @@ def _episodes(replay, lengths_per_env, extras_fn=None):
 def test_sequences_never_cross_episode_starts_unless_asked():
     replay = make_replay(T=64, E=2)
     state = _episodes(replay, [[3, 9, 5, 12], [7, 7, 7]])
-    seq = jax.device_get(replay.sample_sequences(state, jax.random.PRNGKey(0), 500, 6))
+    seq = jax.device_get(replay.sample_windows(state, jax.random.PRNGKey(0), 500, 6))
     assert seq["obs"].shape == (500, 6, 2) and seq["valid"].all()
     assert (seq["episode"] == seq["episode"][:, :1]).all()
     # contiguous in time: steps within an episode go 0,1,2,...
@@ -225,7 +250,7 @@ def test_sequences_never_cross_episode_starts_unless_asked():
     # finals only at the end of a window
     assert not seq["final"][:, :-1].any() and seq["final"][:, -1].any()
     assert replay.num_valid(state, 6) > 0
-    cross = jax.device_get(replay.sample_sequences(state, jax.random.PRNGKey(0), 500, 6, cross_episodes=True))
+    cross = jax.device_get(replay.sample_windows(state, jax.random.PRNGKey(0), 500, 6, cross_episodes=True))
     assert (cross["episode"] != cross["episode"][:, :1]).any()
 
 
@@ -245,8 +270,27 @@ def test_segments_stay_inside_one_episode_with_ids():
 def test_impossible_windows_are_marked_invalid():
     replay = make_replay(T=32, E=1)
     state = _episodes(replay, [[2, 2, 2, 2]])
-    seq = replay.sample_sequences(state, jax.random.PRNGKey(0), 8, 5)
+    seq = replay.sample_windows(state, jax.random.PRNGKey(0), 8, 5)
     assert not np.asarray(seq["valid"]).any() and replay.num_valid(state, 5) == 0
+    full = replay.sample_sequences(state, jax.random.PRNGKey(0), 8, 5, partial=False)
+    assert not np.asarray(full.mask).any()  # no 5-step window fits inside a 2-step episode
+
+
+def test_sequences_are_transitions_in_a_row_masked_past_the_episode_end():
+    replay = make_replay(T=64, E=2)
+    state = _episodes(replay, [[3, 9, 5, 12], [7, 7, 7]])
+    seq = jax.device_get(replay.sample_sequences(state, jax.random.PRNGKey(0), 400, 4))
+    assert isinstance(seq, batch_lib.Sequences) and seq.obs.shape == (400, 4, 2)
+    # next_obs of step k is obs of step k + 1 inside the episode; the first step is always valid
+    inside = seq.mask[:, 1:]
+    np.testing.assert_array_equal(seq.next_obs[:, :-1][inside], seq.obs[:, 1:][inside])
+    assert seq.mask[:, 0].all() and (np.diff(seq.mask.astype(int), axis=1) <= 0).all()  # a prefix
+    done = seq.terminated | seq.truncated
+    after_end = np.cumsum(done, axis=1)[:, :-1] > 0
+    np.testing.assert_array_equal(seq.mask[:, 1:], ~after_end)
+    assert (~seq.mask).any()  # windows near an episode's end are cut
+    full = jax.device_get(replay.sample_sequences(state, jax.random.PRNGKey(1), 200, 4, partial=False))
+    assert full.mask.all() and (full.extras["episode"] == full.extras["episode"][:, :1]).all()
 
 
 def test_extras_are_stored_and_returned():
@@ -255,7 +299,9 @@ def test_extras_are_stored_and_returned():
         replay, [[5]], extras_fn=lambda o: {"frame": np.repeat(o[:, :1], 3, 1).astype(np.uint8)}
     )
     b = jax.device_get(replay.sample(state, jax.random.PRNGKey(0), 64))
-    np.testing.assert_array_equal(b["frame"][:, 0], b["obs"][:, 0])
+    np.testing.assert_array_equal(b.extras["frame"][:, 0], b.obs[:, 0])
+    inside = ~b.terminated  # a final slot's extras are those given with it (zeros here)
+    np.testing.assert_array_equal(b.extras["next_frame"][inside, 0], b.next_obs[inside, 0])
     with pytest.raises(KeyError, match="frame"):
         replay.add(
             state,
@@ -317,7 +363,7 @@ def test_add_and_sample_run_inside_jit_and_scan():
     def many(state, key):
         def body(c, k):
             b = replay.sample(state, k, 16)
-            return c + b["reward"].sum(), None
+            return c + b.reward.sum(), None
 
         return jax.lax.scan(body, 0.0, jax.random.split(key, 4))[0]
 
@@ -341,8 +387,8 @@ def test_close_episodes_truncates_open_ones_with_their_next_obs():
     closed = replay.close_episodes(state, np.full((2, 2), 99, np.float32))
     # env 0 was mid-episode: its last transition becomes truncated and bootstraps from obs 99
     b = jax.device_get(replay.sample(closed, jax.random.PRNGKey(0), 256))
-    last0 = (b["obs"][:, 0] == 2) & (b["next_obs"][:, 0] == 99)
-    assert last0.any() and b["truncated"][last0].all()
+    last0 = (b.obs[:, 0] == 2) & (b.next_obs[:, 0] == 99)
+    assert last0.any() and b.truncated[last0].all()
     # env 1 had just ended: nothing changes there
     assert int(closed.ptr[1]) == int(state.ptr[1]) and int(closed.ptr[0]) == int(state.ptr[0]) + 1
     assert int(closed.step[0]) == 0 and int(closed.episode[0]) != int(state.episode[0])

@@ -1,11 +1,23 @@
-"""The reward core's Shaper: running statistics, weights and decay, names."""
+"""The reward core's Shaper: running statistics, weights and schedules of env steps, fusions,
+normalizations, vector rewards and scalarization, the batch contract's field checks, the
+config registry."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl.rewards import Constant, Decay, Extrinsic, Linear, RunningStats, Shaper, Stream
+from rl import batch as batch_lib
+from rl import config as config_lib
+from rl.rewards import Constant, Decay, Extrinsic, Fixed, Linear, RunningStats, Shaper, Stream, from_config
+from rl.rewards.config import ShaperConfig
+
+
+def trans(reward, **extras):
+    reward = jnp.asarray(reward, jnp.float32)
+    n = reward.shape[0]
+    z = jnp.zeros((n, 1))
+    return batch_lib.transitions(z, jnp.zeros(n), reward, z, jnp.zeros(n, bool), jnp.zeros(n, bool), **extras)
 
 
 def test_running_stats_merge_equals_whole_data_moments():
@@ -26,17 +38,21 @@ def test_running_stats_merge_equals_whole_data_moments():
 
 
 class Half:
+    reads = frozenset({"reward"})
+    calls = 0  # reward() calls, counted on the class (un-jitted use)
+
     def init(self, key, spec):
         return ()
 
     def reward(self, state, batch):
-        return 0.5 * batch["reward"]
+        Half.calls += 1
+        return 0.5 * batch.reward
 
     def update(self, state, batch, key):
         return state, {"calls": jnp.float32(1)}
 
 
-def test_shaper_weights_decay_and_normalization():
+def test_shaper_weights_decay_and_normalization_before_use():
     shaper = Shaper(
         (
             Stream("extrinsic", Extrinsic()),
@@ -44,18 +60,22 @@ def test_shaper_weights_decay_and_normalization():
         )
     )
     state = shaper.init(jax.random.PRNGKey(0), None)
-    batch = {"reward": jnp.array([1.0, 3.0])}
-    total, info = shaper.reward(state, batch)
-    # before any update the stream's stats are the prior (mean 0, var 1): normalized == raw
-    np.testing.assert_allclose(total, batch["reward"] + 2.0 * 0.5 * batch["reward"], rtol=1e-5)
-    assert float(info["reward/half"]) == pytest.approx(1.0)
-    state, metrics = shaper.update(state, batch, jax.random.PRNGKey(1))
+    batch = trans([1.0, 3.0])
+    r = np.asarray(batch.reward)
+    rewards = shaper(state, batch, 0)
+    # the pure call uses the prior statistics (mean 0, var 1): normalized == raw, weight 2 at t=0
+    np.testing.assert_allclose(rewards.total, r + 2.0 * 0.5 * r, rtol=1e-5)
+    assert float(rewards.means()["reward/half"]) == pytest.approx(1.0)
+    Half.calls = 0
+    state, rewards, metrics = shaper.step(state, batch, jax.random.PRNGKey(1), 3)
+    assert Half.calls == 1  # each term's reward is computed once per call
     assert float(metrics["reward/half/calls"]) == 1.0
-    total, info = shaper.reward(state, batch)
-    s = state.stats["half"]
-    norm = (0.5 * batch["reward"] - s.mean) / jnp.sqrt(s.var + 1e-8)
-    np.testing.assert_allclose(total, batch["reward"] + 2.0 * 0.5 * norm, rtol=1e-5)  # weight decayed once
-    np.testing.assert_allclose(info["reward/half_norm"], norm.mean(), atol=1e-5)
+    s = state.stats["half"]  # the batch is folded in *before* it is normalized (as the references)
+    assert float(s.mean) == pytest.approx(1.0, rel=1e-3)
+    norm = (0.5 * r - np.asarray(s.mean)) / np.sqrt(np.asarray(s.var) + 1e-8)
+    np.testing.assert_allclose(rewards.total, r + 2.0 * 0.5**3 * norm, rtol=1e-4, atol=1e-5)  # w(t=3)
+    np.testing.assert_allclose(rewards.means()["reward/half_norm"], norm.mean(), atol=1e-5)
+    assert float(rewards.means()["reward/half_weight"]) == pytest.approx(2.0 * 0.5**3)
 
 
 def test_shaper_refuses_duplicate_names_and_unknown_fusion():
@@ -72,32 +92,32 @@ def test_schedules():
     lin = Linear(1.0, 0.0, 10)
     assert [float(lin(t)) for t in (0, 5, 10, 20)] == pytest.approx([1.0, 0.5, 0.0, 0.0])
     assert float(Decay(0.05, 0.1)(3)) == pytest.approx(0.05 * 0.9**3)
+    # a per-env-step kappa over millions of steps stays exact in float32
+    assert float(Decay(1.0, 2.45e-6)(2_000_000)) == pytest.approx((1 - 2.45e-6) ** 2_000_000, rel=1e-4)
 
 
-class Value:
-    """A fixed term returning ``batch[key]``."""
+class Value(Fixed):
+    """A fixed term returning the batch's field ``key``."""
 
     def __init__(self, key):
         self.key = key
-
-    def init(self, key, spec):
-        return ()
+        self.reads = frozenset({key})
 
     def reward(self, state, batch):
-        return batch[self.key]
-
-    def update(self, state, batch, key):
-        return state, {}
+        return batch.get(self.key)
 
 
 def _batch(T=6, E=2, seed=0):
+    """A PPO-style rollout [T, E] as Sequences [E, T] (rollout=True), extras a and b."""
     rng = np.random.default_rng(seed)
-    return {
-        "reward": jnp.asarray(rng.normal(size=(T, E)), jnp.float32),
-        "a": jnp.asarray(rng.uniform(0.5, 2.0, size=(T, E)), jnp.float32),
-        "b": jnp.asarray(rng.uniform(0.5, 2.0, size=(T, E)), jnp.float32),
-        "terminated": jnp.zeros((T, E), bool),
-    }
+    data = {
+        "obs": np.zeros((T, E, 1), np.float32), "next_obs": np.zeros((T, E, 1), np.float32),
+        "action": np.zeros((T, E)), "reward": rng.normal(size=(T, E)).astype(np.float32),
+        "a": rng.uniform(0.5, 2.0, size=(T, E)).astype(np.float32),
+        "b": rng.uniform(0.5, 2.0, size=(T, E)).astype(np.float32),
+        "terminated": np.zeros((T, E), bool), "truncated": np.zeros((T, E), bool),
+    }  # fmt: skip
+    return batch_lib.time_major_to_sequences(data, ("a", "b"))
 
 
 @pytest.mark.parametrize("fuse", ["sum", "product", "max", "cycle"])
@@ -108,20 +128,19 @@ def test_fusions_on_hand_made_streams(fuse):
         Stream("a", Value("a"), weight=0.5),
         Stream("b", Value("b"), weight=2.0),
     )
-    shaper = Shaper(streams, fuse=fuse, cycle_every=2, intrinsic_weight=0.1)
+    shaper = Shaper(streams, fuse=fuse, cycle_every=200, intrinsic_weight=0.1)
     state = shaper.init(jax.random.PRNGKey(0), None)
-    a, b, r = (np.asarray(batch[k]) for k in ("a", "b", "reward"))
-    for updates in range(5):
+    a, b, r = (np.asarray(batch.get(k)) for k in ("a", "b", "reward"))
+    for t in range(0, 1000, 100):  # env steps
         expected = {
             "sum": 0.5 * a + 2.0 * b,
             "product": (0.5 * a) * (2.0 * b),
             "max": np.maximum(0.5 * a, 2.0 * b),
-            "cycle": [0.5 * a, 2.0 * b][(updates // 2) % 2],  # switches every 2 updates
+            "cycle": [0.5 * a, 2.0 * b][(t // 200) % 2],  # switches every 200 env steps
         }[fuse]
-        total, info = shaper.reward(state, batch)
-        np.testing.assert_allclose(total, r + 0.1 * expected, rtol=1e-5)
-        np.testing.assert_allclose(info["reward/intrinsic"], 0.1 * expected.mean(), rtol=1e-5)
-        state = shaper.update(state, batch, jax.random.PRNGKey(updates))[0]
+        state, rewards, _ = shaper.step(state, batch, jax.random.PRNGKey(t), t)
+        np.testing.assert_allclose(rewards.total, r + 0.1 * expected, rtol=1e-5)
+        np.testing.assert_allclose(rewards.means()["reward/intrinsic"], 0.1 * expected.mean(), rtol=1e-5)
 
 
 def test_stream_normalizations_and_transforms():
@@ -135,20 +154,124 @@ def test_stream_normalizations_and_transforms():
     shaper = Shaper(streams)
     state = shaper.init(jax.random.PRNGKey(0), type("Spec", (), {"num_envs": 2})())
     for b in (b1, b2):
-        state = shaper.update(state, b, jax.random.PRNGKey(0))[0]
-    a = np.concatenate([np.asarray(b1["a"]), np.asarray(b2["a"])])  # [12, 2] in time order
+        state = shaper.step(state, b, jax.random.PRNGKey(0), 0)[0]
+    a = np.concatenate([np.asarray(b1.get("a")).T, np.asarray(b2.get("a")).T])  # [12, 2] in time order
     ret, rets = np.zeros(2), []
-    for t in range(len(a)):  # RND's non-episodic discounted intrinsic return
+    for t in range(len(a)):  # RND's non-episodic discounted intrinsic return, carried across rollouts
         ret = 0.9 * ret + a[t]
         rets.append(ret.copy())
-    _, info = shaper.reward(state, b2)
-    x = np.asarray(b2["a"])
+    info = shaper(state, b2, 0).means()
+    x = np.asarray(b2.get("a"))
     np.testing.assert_allclose(info["reward/std_norm"], np.mean(x / a.std()), rtol=1e-3)
     np.testing.assert_allclose(
         info["reward/meanstd_norm"], np.mean((x - a.mean()) / a.std()), rtol=1e-3, atol=1e-4
     )
     np.testing.assert_allclose(info["reward/ret_norm"], np.mean(x / np.std(rets)), rtol=1e-3)
-    r = np.asarray(b2["reward"])
+    r = np.asarray(b2.reward)
     np.testing.assert_allclose(
         info["reward/sym_norm"], np.mean(np.clip(np.sign(r) * np.log1p(np.abs(r)), -0.5, 0.5)), rtol=1e-5
     )
+
+
+def test_vector_rewards_keep_objectives_with_an_intrinsic_term():
+    """[B, k] env rewards stay [B, k] with a scalar bonus (added to every objective, even when
+    B == k), statistics are per objective, and a scalarization stage makes them [B]."""
+    rng = np.random.default_rng(0)
+    for B in (5, 3):
+        reward = rng.normal([0.0, 10.0, -5.0], [1.0, 4.0, 0.5], size=(B, 3)).astype(np.float32)
+        bonus = rng.uniform(size=B).astype(np.float32)
+        batch = trans(reward, bonus=jnp.asarray(bonus))
+        shaper = Shaper(
+            (Stream("extrinsic", Extrinsic(), normalize="meanstd"), Stream("bonus", Value("bonus")))
+        )
+        spec = type("Spec", (), {"num_envs": 1, "reward_shape": (3,)})()
+        state = shaper.init(jax.random.PRNGKey(0), spec)
+        assert state.stats["extrinsic"].mean.shape == (3,)
+        state, rewards, _ = shaper.step(state, batch, jax.random.PRNGKey(1), 0)
+        assert rewards.total.shape == (B, 3)
+        np.testing.assert_allclose(state.stats["extrinsic"].mean, reward.mean(0), rtol=1e-3, atol=1e-3)
+        st = state.stats["extrinsic"]
+        norm = (reward - np.asarray(st.mean)) / np.sqrt(np.asarray(st.var) + 1e-8)
+        np.testing.assert_allclose(rewards.total, norm + bonus[:, None], rtol=1e-4, atol=1e-5)
+    w = np.array([0.2, 0.3, 0.5], np.float32)
+    lin = Shaper(shaper.streams, scalarize="linear", preference=tuple(w))
+    cheb = Shaper(shaper.streams, scalarize="chebyshev", utopia=(1.0, 1.0, 1.0))
+    total = np.asarray(rewards.total)
+    np.testing.assert_allclose(lin(state, batch, 0).total, total @ w, rtol=1e-5)
+    pref = np.tile(w, (3, 1))  # from the batch when the Shaper holds none
+    got = cheb(state, batch.with_extras(preference=jnp.asarray(pref)), 0).total
+    np.testing.assert_allclose(got, -np.max(w * np.abs(1.0 - total), -1), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs a vector reward"):
+        lin(state, trans(np.zeros(3), bonus=jnp.zeros(3)), 0)
+
+
+def test_a_term_reading_a_missing_field_fails_when_the_agent_is_built(tmp_path):
+    from rl.agents import ppo, sac
+
+    shaper = Shaper((Stream("extrinsic", Extrinsic()), Stream("v", Value("value"))))
+    with pytest.raises(ValueError, match="stream 'v'.*reads \\['value'\\].*SAC does not provide"):
+        shaper.check(
+            sac.provided(
+                __import__("rl.replay", fromlist=["Replay"]).Replay(8, 1, (1,), "float32", (1,), "float32")
+            ),
+            "SAC",
+        )
+    cfg = config_lib.build(sac.Config, overrides={"runs_dir": str(tmp_path), "total_steps": 10})
+    with pytest.raises(ValueError, match="reads \\['value'\\]"):
+        sac.train(cfg, shaper=shaper)
+    assert not any(tmp_path.iterdir())  # before a run directory exists
+    cfg = config_lib.build(ppo.Config, overrides={"env": "gym:CartPole-v1", "runs_dir": str(tmp_path)})
+    ppo_provides = ppo.provided(ppo.build_shaper(cfg), None)
+    assert "value" in ppo_provides and "logp" in ppo_provides
+
+
+class NotebookBonus(Fixed):
+    """A term as a notebook would write it."""
+
+    reads = frozenset({"obs"})
+    scale: float = 1.0
+
+    def reward(self, state, batch):
+        return batch.flat(batch.obs).sum(-1).reshape(batch.lead) * self.scale
+
+
+def test_config_registry_names_terms_and_rejects_unknown_keys():
+    from dataclasses import dataclass
+
+    from rl.rewards import register, resolve
+
+    shaper = from_config(config_lib.apply(ShaperConfig(), {"terms": ["icm", "mine"],
+        "streams": {"icm": {"weight": 0.5, "beta": 0.3}, "mine": {"kind": "tests.test_rewards:NotebookBonus"}}}))  # fmt: skip
+    assert [s.name for s in shaper.streams] == ["extrinsic", "icm", "mine"]
+    assert shaper.streams[1].term.beta == 0.3 and float(shaper.streams[1].weight(0)) == 0.5
+    assert type(shaper.streams[2].term).__qualname__ == "NotebookBonus"  # imported by module:Class
+    assert shaper.streams[1].normalize == "std" and from_config(
+        ShaperConfig(terms=["rnd"])).streams[1].normalize == "return"  # fmt: skip
+
+    @dataclass(frozen=True)
+    class Registered(NotebookBonus):
+        scale: float = 2.0
+
+    register("registered_bonus_for_tests", Registered)
+    assert resolve("registered_bonus_for_tests") is Registered
+    built = from_config(ShaperConfig(terms=["registered_bonus_for_tests"],
+                                     streams={"registered_bonus_for_tests": {"scale": 3.0}}))  # fmt: skip
+    assert built.streams[1].term.scale == 3.0
+    bad = [
+        (
+            {"terms": ["icm"], "streams": {"icm": {"betta": 0.2}}},
+            "shaper.streams.icm.betta.*did you mean.*beta",
+        ),
+        ({"terms": ["icm"], "streams": {"imc": {}}}, "imc.*shaper.terms does not use"),
+        ({"terms": ["icn"]}, "unknown term kind 'icn'.*did you mean icm"),
+        ({"extrinsic": {"wieght": 2}}, "shaper.extrinsic.wieght"),
+        ({"terms": ["x"], "streams": {"x": {"kind": "__main__:X"}}}, "__main__"),
+        ({"terms": ["x"], "streams": {"x": {"kind": "no_such_module:X"}}}, "cannot import"),
+    ]
+    for section, message in bad:
+        with pytest.raises(config_lib.ConfigError, match=message):
+            config_lib.validate(config_lib.apply(ShaperConfig(), section))
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'shaper.icm'"):
+        from rl.agents import ppo
+
+        config_lib.build(ppo.Config, overrides=["shaper.icm.weight=1"])

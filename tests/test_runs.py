@@ -73,13 +73,35 @@ def test_metrics_truncation_drops_partial_and_later_lines(tmp_path):
     assert [r["step"] for r in read_metrics(p)] == [1, 2]
 
 
-def test_nan_stops_with_a_checkpoint_and_names_the_term(tmp_path):
+def test_nan_stops_names_the_term_and_keeps_the_last_good_checkpoint(tmp_path):
     run = Run.create(cfg_for(tmp_path), "random")
-    saved = []
-    with pytest.raises(NonFiniteError, match="loss/critic"):
-        run.check_finite(5, {"loss/critic": float("nan"), "loss/actor": 1.0}, save_fn=lambda: saved.append(1))
-    assert saved == [1]
+    good = {"w": jnp.ones(3), "step": jnp.int32(4)}
+    run.save_checkpoint(4, good)
+    bad = {"w": jnp.full(3, jnp.nan), "step": jnp.int32(5)}
+    with pytest.raises(NonFiniteError, match="reward/icm_norm.*failed.*rl resume"):
+        run.check_finite(5, {"reward/icm_norm": float("nan"), "loss/actor": 1.0},
+                         save_fn=lambda: run.save_failed(5, bad))  # fmt: skip
+    latest = checkpoint.latest(run.checkpoints)
+    assert latest.name.endswith("4")  # what `rl resume` picks: the last good state
+    np.testing.assert_array_equal(checkpoint.load(latest, good)[0]["w"], np.ones(3))
+    failed = checkpoint.latest(run.dir / "failed")  # the failing state, kept apart for inspection
+    assert np.isnan(checkpoint.load(failed, good)[0]["w"]).all()
     run.close()
+
+
+def test_resume_cuts_metrics_to_the_lines_the_checkpoint_had_seen(tmp_path):
+    """A line written at the checkpoint's own step after the checkpoint (the final evaluation)
+    is cut on resume, so the resumed run writes it exactly once."""
+    run = Run.create(cfg_for(tmp_path, total_steps=200), "random")
+    run.log(100, {"train/x": 1.0})
+    run.save_checkpoint(100, {"step": jnp.int32(100)})
+    run.log(100, {"eval/episode_return": 3.0})  # after the checkpoint, at its step
+    run.close()
+    resumed, ckpt = Run.resume(run.dir, agent.Config)
+    assert [r for r in read_metrics(run.dir / "metrics.jsonl")] == [{"step": 100, "train/x": 1.0}]
+    resumed.log(100, {"eval/episode_return": 3.0})
+    resumed.close()
+    assert len([r for r in read_metrics(run.dir / "metrics.jsonl") if "eval/episode_return" in r]) == 1
 
 
 def test_checkpoint_round_trip_and_atomicity(tmp_path):

@@ -1,4 +1,5 @@
-"""SAC: losses against hand-computed values, learning on Pendulum, determinism, resume."""
+"""SAC: losses against hand-computed values, n-step targets from shaped per-step rewards, the
+Shaper's reward reaching the critic, learning on Pendulum, determinism, resume."""
 
 import json
 import shutil
@@ -10,21 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl import batch as batch_lib
 from rl import config as config_lib
 from rl import envs
 from rl.agents import sac
 from rl.nets import tanh_gaussian_sample
-from rl.rewards import Shaper
+from rl.rewards import Extrinsic, Fixed, Shaper, Stream
 
 
 def test_soft_q_target_by_hand():
     # r + gamma^n (1 - terminated) (min(Q1', Q2') - alpha log pi); truncation still bootstraps
     reward = jnp.array([1.0, 2.0, -1.0])
-    discount = jnp.array([0.99, 0.99, 0.99**3])
-    terminated = jnp.array([False, True, False])
+    bootstrap = jnp.array([0.99, 0.0, 0.99**3])  # gamma^m (1 - terminated)
     next_q = jnp.array([[3.0, 5.0, 2.0], [4.0, 1.0, 0.5]])
     next_logp = jnp.array([-1.0, 0.5, 2.0])
-    target = sac.soft_q_target(reward, discount, terminated, next_q, next_logp, alpha=0.2)
+    target = sac.soft_q_target(reward, bootstrap, next_q, next_logp, alpha=0.2)
     expected = [1 + 0.99 * (3 + 0.2), 2.0, -1 + 0.99**3 * (0.5 - 0.4)]
     np.testing.assert_allclose(target, expected, rtol=1e-6)
 
@@ -68,15 +69,16 @@ def test_critic_loss_matches_numpy_on_a_tiny_batch():
     state = sac.init(cfg, spec, jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     B = 5
-    batch = {
+    raw = {
         "obs": rng.normal(size=(B, 3)).astype(np.float32),
         "next_obs": rng.normal(size=(B, 3)).astype(np.float32),
         "action": rng.uniform(-2, 2, size=(B, 1)).astype(np.float32),
         "reward": rng.normal(size=B).astype(np.float32),
-        "discount": np.full(B, 0.99, np.float32),
         "terminated": np.array([0, 1, 0, 0, 1], bool),
     }
+    batch = batch_lib.transitions(**raw, truncated=np.zeros(B, bool))
     _, metrics = sac.update(cfg, spec, Shaper(), state, batch)
+    batch = raw
 
     # the same computation in numpy, with the update's next-action noise
     k_next = jax.random.split(state.key, 4)[1]
@@ -143,6 +145,7 @@ def test_resume_from_a_checkpoint_is_reproducible(tmp_path):
     sac.train(cfg)
     base = tmp_path / "t" / "base"
     shutil.rmtree(base / "checkpoints" / "step_000000000500")
+    (base / "summary.json").unlink()  # as if it had crashed after step 300
     runs = []
     for name in ("r1", "r2"):
         shutil.copytree(base, tmp_path / "t" / name)
@@ -154,3 +157,66 @@ def test_resume_from_a_checkpoint_is_reproducible(tmp_path):
     assert runs[0] == runs[1]
     assert runs[0][-1]["step"] == 500
     assert any("loss/critic" in r for r in runs[0] if r["step"] > 300)
+
+
+class ObsBonus(Fixed):
+    reads = frozenset({"obs"})
+
+    def reward(self, state, batch):
+        return batch.obs[..., 0]
+
+
+def _tiny(cfg_over=None):
+    cfg = config_lib.build(
+        sac.Config, overrides={"env": "gym:Pendulum-v1", "hidden": [8, 8], **(cfg_over or {})}
+    )
+    spec = envs.make_spec(cfg.env, 1, 0)
+    return cfg, spec
+
+
+def test_the_critic_trains_on_the_shaper_total_not_the_env_reward():
+    """Mutation check: with the env reward in the target, a bonus of weight 1 would leave the
+    target and the critic unchanged from weight 0."""
+    cfg, spec = _tiny()
+    rng = np.random.default_rng(0)
+    batch = batch_lib.transitions(
+        rng.normal(size=(6, 3)).astype(np.float32), rng.uniform(-2, 2, (6, 1)).astype(np.float32),
+        rng.normal(size=6).astype(np.float32), rng.normal(size=(6, 3)).astype(np.float32),
+        np.zeros(6, bool), np.zeros(6, bool),
+    )  # fmt: skip
+    out = {}
+    for w in (0.0, 1.0):
+        shaper = sac.build_shaper(
+            cfg, Shaper((Stream("extrinsic", Extrinsic()), Stream("b", ObsBonus(), weight=w)))
+        )
+        new, m = sac.update(cfg, spec, shaper, sac.init(cfg, spec, jax.random.PRNGKey(0), shaper), batch)
+        out[w] = (float(m["sac/target"]), jax.tree.leaves(new.critic))
+    shift = float(np.mean(np.asarray(batch.obs)[:, 0]))
+    assert out[1.0][0] - out[0.0][0] == pytest.approx(shift, rel=1e-4)  # the target moved by the bonus
+    assert any(not np.allclose(a, b) for a, b in zip(out[0.0][1], out[1.0][1]))
+
+
+def test_n_step_target_sums_shaped_per_step_rewards_and_cuts_at_the_episode_end():
+    cfg, spec = _tiny({"n_step": 3, "gamma": 0.5})
+    obs = np.arange(8, dtype=np.float32)[None, :3, None].repeat(3, -1).repeat(2, 0)  # [2, 3, 3]
+    obs[1] += 10
+    terminated = np.array([[False, True, False], [False, False, False]])
+    mask = np.array([[True, True, False], [True, True, True]])
+    seq = batch_lib.sequences(obs, np.zeros((2, 3, 1), np.float32), np.ones((2, 3), np.float32), obs + 0.5,
+                              terminated, np.zeros((2, 3), bool), mask=mask)  # fmt: skip
+    shaper = Shaper((Stream("extrinsic", Extrinsic()), Stream("b", ObsBonus(), weight=1.0)))
+    reward = shaper(shaper.init(jax.random.PRNGKey(0), spec), seq, 0).total  # 1 + obs[..., 0]
+    o, a, g, bootstrap, next_obs = sac.returns_and_successors(cfg, seq, reward)
+    r = 1 + obs[..., 0]
+    np.testing.assert_allclose(g, [r[0, 0] + 0.5 * r[0, 1], r[1, 0] + 0.5 * r[1, 1] + 0.25 * r[1, 2]])
+    np.testing.assert_allclose(bootstrap, [0.0, 0.125])  # terminated after 2 steps; 3 steps then bootstrap
+    np.testing.assert_allclose(next_obs, [obs[0, 1] + 0.5, obs[1, 2] + 0.5])
+    np.testing.assert_allclose(o, obs[:, 0])
+
+
+def test_n_step_sac_runs_on_replay_sequences(tmp_path):
+    cfg = _pendulum_cfg(tmp_path, run_name="n3", total_steps=400, learning_starts=300, log_every=100,
+                        n_step=3, eval_episodes=1, shaper={"terms": ["rnd"]})  # fmt: skip
+    summary = sac.train(cfg)
+    rows = [json.loads(x) for x in open(summary["metrics"])]
+    assert any(np.isfinite(r.get("loss/critic", np.nan)) and "reward/rnd_norm" in r for r in rows)

@@ -1,5 +1,7 @@
-"""Reward terms against numpy references on fixed inputs; potential-based shaping on a tabular
-MDP; DreamSmooth kernels against scipy; every term with SAC and PPO through config alone."""
+"""Reward terms against numpy references on fixed inputs ([B] transitions and [B, T]
+sequences); potential-based shaping on a tabular MDP; DreamSmooth kernels against scipy and
+through config into the training reward; every term with SAC and PPO through config alone and
+on sequences sampled from the replay."""
 
 import json
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from rl import batch as batch_lib
 from rl import config as config_lib
 from rl import envs
 from rl.agents import ppo, sac
@@ -40,8 +43,11 @@ def transitions(env_id, n=32, seed=0):
         action = rng.integers(0, spec.num_actions, size=n).astype(np.int32)
     else:
         action = rng.uniform(-1, 1, size=(n, *spec.action_shape)).astype(np.float32)
-    batch = {"obs": obs, "next_obs": next_obs, "action": action, "terminated": np.zeros(n, bool)}
-    return spec, {k: jnp.asarray(v) for k, v in batch.items()}
+    batch = batch_lib.transitions(
+        jnp.asarray(obs), jnp.asarray(action), jnp.zeros(n), jnp.asarray(next_obs), np.zeros(n, bool),
+        np.zeros(n, bool),
+    )  # fmt: skip
+    return spec, batch
 
 
 def host(tree):
@@ -54,7 +60,7 @@ def test_icm_reward_and_losses_match_numpy(env_id):
     term = ICM(eta=0.5, beta=0.2, features=16, hidden=(32,))
     state = term.init(jax.random.PRNGKey(0), spec)
     p = host(state.params)
-    obs, next_obs, a = (np.asarray(batch[k]) for k in ("obs", "next_obs", "action"))
+    obs, next_obs, a = (np.asarray(x) for x in (batch.obs, batch.next_obs, batch.action))
     phi, phi_next = (mlp_numpy(p["dynamics"]["encoder"]["MLP_0"], x, relu) for x in (obs, next_obs))
     a_in = np.eye(spec.num_actions)[a] if spec.discrete else a.reshape(len(a), -1)
     pred = mlp_numpy(p["forward_model"], np.concatenate([phi, a_in], -1), relu)
@@ -79,11 +85,11 @@ def test_icm_reward_and_losses_match_numpy(env_id):
 
 def test_rnd_reward_normalization_and_training():
     spec, batch = transitions("gym:HalfCheetah-v5", n=64)
-    batch = {**batch, "next_obs": batch["next_obs"] * 3.0 + 1.0}
+    batch = batch.replace(next_obs=batch.next_obs * 3.0 + 1.0)
     term = RND(features=8, hidden=(32,), update_proportion=1.0, lr=1e-3)
     state = term.init(jax.random.PRNGKey(0), spec)
     p, f = host(state.params), host(state.fixed)
-    x = np.clip(np.asarray(batch["next_obs"]), -5, 5)  # the prior statistics: mean 0, std 1
+    x = np.clip(np.asarray(batch.next_obs), -5, 5)  # the prior statistics: mean 0, std 1
     target = mlp_numpy(f["target"]["MLP_0"], x, relu)
     pred = mlp_numpy(p["MLP_0"], x, relu)
     np.testing.assert_allclose(term.reward(state, batch), np.mean((pred - target) ** 2, -1), rtol=1e-4)
@@ -92,9 +98,9 @@ def test_rnd_reward_normalization_and_training():
     for _ in range(200):
         state, _ = update(state)
     stats = state.fixed["obs_stats"]  # the observation statistics follow the data
-    np.testing.assert_allclose(stats.mean, np.asarray(batch["next_obs"]).mean(0), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(stats.mean, np.asarray(batch.next_obs).mean(0), rtol=1e-3, atol=1e-3)
     assert float(jnp.mean(term.reward(state, batch))) < 0.2 * before  # seen states: low bonus
-    novel = {**batch, "next_obs": batch["next_obs"] + 20.0}
+    novel = batch.replace(next_obs=batch.next_obs + 20.0)
     assert float(jnp.mean(term.reward(state, novel))) > float(jnp.mean(term.reward(state, batch)))
 
 
@@ -104,7 +110,7 @@ def test_disagreement_is_the_ensemble_variance():
     state = term.init(jax.random.PRNGKey(0), spec)
     params = host(state.params)
     (models,) = params.values()
-    x = np.concatenate([np.asarray(batch["obs"]), np.asarray(batch["action"])], -1)
+    x = np.concatenate([np.asarray(batch.obs), np.asarray(batch.action)], -1)
     preds = np.stack([mlp_numpy(jax.tree.map(lambda a, k=k: a[k], models), x, relu) for k in range(4)])
     np.testing.assert_allclose(term.reward(state, batch), preds.var(0).mean(-1), rtol=1e-4, atol=1e-7)
     update = jax.jit(lambda s: term.update(s, batch, jax.random.PRNGKey(1)))
@@ -126,17 +132,18 @@ def knn_reference(x, k):
 def test_knn_terms_match_a_brute_force_loop():
     spec, batch = transitions("gym:HalfCheetah-v5", n=40)
     got = StateEntropy(k=5).reward((), batch)
-    np.testing.assert_allclose(got, knn_reference(np.asarray(batch["obs"]), 5), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, knn_reference(np.asarray(batch.obs), 5), rtol=1e-4, atol=1e-4)
     term = RE3(k=3, features=8, hidden=(16,))
     state = term.init(jax.random.PRNGKey(0), spec)
-    y = mlp_numpy(host(state)["MLP_0"], np.asarray(batch["obs"]), relu)
+    y = mlp_numpy(host(state)["MLP_0"], np.asarray(batch.obs), relu)
     np.testing.assert_allclose(
         term.reward(state, batch), np.log(knn_reference(y, 3) + 1), rtol=1e-4, atol=1e-4
     )
-    # [T, E] rollouts: one value per step, the same as the flattened batch
-    rollout = {k: v.reshape(8, 5, *v.shape[1:]) for k, v in batch.items()}
+    # [B, T] sequences: one value per step, the same as the flattened batch
+    seq = batch_lib.Sequences(**{k: jax.tree.map(lambda v: v.reshape(8, 5, *v.shape[1:]), getattr(batch, k))
+                                 for k in (*batch_lib.FIELDS, "extras")})  # fmt: skip
     np.testing.assert_allclose(
-        StateEntropy(5).reward((), rollout).reshape(-1), StateEntropy(5).reward((), batch), rtol=1e-5
+        StateEntropy(5).reward((), seq).reshape(-1), StateEntropy(5).reward((), batch), rtol=1e-5
     )
 
 
@@ -158,11 +165,11 @@ def test_potential_shaping_keeps_the_optimal_policy_and_a_bonus_does_not():
     R = rng.normal(size=(S, A, S))
     s, a, s2 = np.meshgrid(np.arange(S), np.arange(A), np.arange(S), indexing="ij")
     eye = np.eye(S, dtype=np.float32)
-    batch = {
-        "obs": jnp.asarray(eye[s.reshape(-1)]),
-        "next_obs": jnp.asarray(eye[s2.reshape(-1)]),
-        "terminated": jnp.zeros(s.size, bool),
-    }
+    n = s.size
+    batch = batch_lib.transitions(
+        jnp.asarray(eye[s.reshape(-1)]), jnp.zeros(n), jnp.zeros(n), jnp.asarray(eye[s2.reshape(-1)]),
+        np.zeros(n, bool), np.zeros(n, bool),
+    )  # fmt: skip
     F = np.asarray(PotentialShaping(phi_table, gamma).reward((), batch)).reshape(S, A, S)
     Q, Q_shaped = value_iteration(P, R, gamma), value_iteration(P, R + F, gamma)
     np.testing.assert_array_equal(Q.argmax(1), Q_shaped.argmax(1))
@@ -173,10 +180,19 @@ def test_potential_shaping_keeps_the_optimal_policy_and_a_bonus_does_not():
     bonus[:, 0, :] = 3.0  # an arbitrary bonus for action 0 changes what is optimal
     assert not np.array_equal(Q.argmax(1), value_iteration(P, R + bonus, gamma).argmax(1))
     # a terminal transition has the absorbing state's potential, 0
-    ended = {**batch, "terminated": jnp.ones(s.size, bool)}
+    ended = batch.replace(terminated=jnp.ones(n, bool), discount=jnp.zeros(n))
     np.testing.assert_allclose(
-        PotentialShaping(phi_table, gamma).reward((), ended), -phi_table(batch["obs"]), atol=1e-6
+        PotentialShaping(phi_table, gamma).reward((), ended), -phi_table(batch.obs), atol=1e-6
     )
+    # one gamma: an agent binds its own into the shaping term
+    from rl.rewards import Extrinsic, Shaper, Stream
+
+    bound = Shaper((Stream("extrinsic", Extrinsic()), Stream("phi", PotentialShaping(phi_table)))).bind(0.5)
+    assert bound.streams[1].term.gamma == 0.5
+    cfg = config_lib.build(sac.Config, overrides={"gamma": 0.97})
+    assert sac.build_shaper(cfg, bound).streams[1].term.gamma == 0.97
+    with pytest.raises(ValueError, match="unset"):
+        PotentialShaping(phi_table).reward((), batch)
 
 
 def test_dreamsmooth_kernels_match_scipy_and_keep_the_sum():
@@ -227,84 +243,161 @@ def test_every_term_trains_with_the_agent_from_config(tmp_path, agent):
     assert np.isfinite(last["reward/icm/loss"]) and np.isfinite(last["reward/rnd/loss"])
 
 
-def rollout_batch(T=12, E=2, seed=0):
+def rollout_batch(T=12, E=2, seed=0, rollout=True):
+    """A [T, E] rollout with episode ends inside, as the Shaper sees it: ``Sequences`` [E, T]."""
     spec = envs.make_spec("gym:CartPole-v1", E, 0)
     rng = np.random.default_rng(seed)
     obs = rng.normal(size=(T, E, 4)).astype(np.float32)
     terminated = np.zeros((T, E), bool)
     truncated = np.zeros((T, E), bool)
     terminated[4, 0], truncated[7, 1] = True, True  # episodes end inside the rollout
-    batch = {
-        "obs": obs,
-        "next_obs": obs + 0.1,
-        "action": rng.integers(0, 2, size=(T, E)).astype(np.int32),
-        "terminated": terminated,
-        "truncated": truncated,
-    }
-    return spec, {k: jnp.asarray(v) for k, v in batch.items()}
+    data = {
+        "obs": obs, "next_obs": obs + 0.1, "action": rng.integers(0, 2, size=(T, E)).astype(np.int32),
+        "reward": np.zeros((T, E), np.float32), "terminated": terminated, "truncated": truncated,
+    }  # fmt: skip
+    seq = batch_lib.time_major_to_sequences(data)
+    return spec, (seq if rollout else seq.replace(rollout=False)), data
 
 
-def starts_of(batch):
-    done = np.asarray(batch["terminated"] | batch["truncated"])
+def starts_of(data):
+    """[T, E] episode starts inside the rollout (time-major, as the numpy loops run)."""
+    done = data["terminated"] | data["truncated"]
     return np.concatenate([np.zeros_like(done[:1]), done[:-1]])
 
 
-def test_e3b_elliptical_bonus_matches_a_numpy_loop():
-    spec, batch = rollout_batch()
-    term = E3B(features=6, hidden=(16,), ridge=0.1)
-    state = term.init(jax.random.PRNGKey(0), spec)
-    phi = mlp_numpy(host(state.params)["encoder"]["MLP_0"], np.asarray(batch["obs"]), relu)  # [T, E, D]
+def e3b_reference(phi, starts, ridge, c_inv0=None):
+    """The elliptical bonus along time for each env: phi [T, E, D] -> (bonus [T, E], C^-1 after)."""
     T, E, D = phi.shape
-    expected, starts, last = np.zeros((T, E)), starts_of(batch), []
+    expected, last = np.zeros((T, E)), []
     for e in range(E):
-        C = 0.1 * np.eye(D)
+        C = ridge * np.eye(D) if c_inv0 is None else np.linalg.inv(c_inv0[e])
         for t in range(T):
             if starts[t, e]:
-                C = 0.1 * np.eye(D)
+                C = ridge * np.eye(D)
             expected[t, e] = phi[t, e] @ np.linalg.solve(C, phi[t, e])
             C = C + np.outer(phi[t, e], phi[t, e])
         last.append(np.linalg.inv(C))
-    np.testing.assert_allclose(term.reward(state, batch), expected, rtol=2e-3, atol=1e-5)
+    return expected, np.stack(last)
+
+
+def test_e3b_elliptical_bonus_matches_a_numpy_loop():
+    spec, batch, data = rollout_batch()
+    term = E3B(features=6, hidden=(16,), ridge=0.1)
+    state = term.init(jax.random.PRNGKey(0), spec)
+    phi = mlp_numpy(host(state.params)["encoder"]["MLP_0"], data["obs"], relu)  # [T, E, D]
+    expected, last = e3b_reference(phi, starts_of(data), 0.1)
+    np.testing.assert_allclose(term.reward(state, batch), expected.T, rtol=2e-3, atol=1e-5)
     new = term.update(state, batch, jax.random.PRNGKey(1))[0]  # C^-1 carries into the next rollout
-    np.testing.assert_allclose(new.fixed["c_inv"], np.stack(last), rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(new.fixed["c_inv"], last, rtol=2e-3, atol=1e-4)
+    # the next rollout continues each env's ellipse (both episodes are open at its end)...
+    carried = new.replace(params=state.params)
+    second, _ = e3b_reference(phi, starts_of(data), 0.1, c_inv0=np.asarray(new.fixed["c_inv"]))
+    assert not np.allclose(second, expected)
+    np.testing.assert_allclose(term.reward(carried, batch), second.T, rtol=5e-3, atol=1e-4)
+    # ...while replay windows start afresh, whatever the carry holds
+    _, window, _ = rollout_batch(rollout=False)
+    np.testing.assert_allclose(term.reward(carried, window), expected.T, rtol=2e-3, atol=1e-5)
+    # transitions [B]: the ellipse of the batch, phi_i^T (lambda I + sum_j phi_j phi_j^T)^-1 phi_i
+    spec_t, trans = transitions("gym:CartPole-v1", n=20)
+    s_t = term.init(jax.random.PRNGKey(2), spec_t)
+    phi_t = mlp_numpy(host(s_t.params)["encoder"]["MLP_0"], np.asarray(trans.obs), relu)
+    C = 0.1 * np.eye(6) + phi_t.T @ phi_t
+    ref = np.einsum("bi,bi->b", phi_t, np.linalg.solve(C, phi_t.T).T)
+    np.testing.assert_allclose(term.reward(s_t, trans), ref, rtol=2e-3, atol=1e-6)
+
+
+def ngu_reference(term, phi, episode, mean):
+    """NGU's episodic bonus of each row's steps against the earlier steps of its episode;
+    phi [R, T, D], episode [R, T] segment ids."""
+    R, T, _ = phi.shape
+    out = np.zeros((R, T))
+    for r in range(R):
+        for t in range(T):
+            memory = [phi[r, j] for j in range(T) if j != t and episode[r, j] == episode[r, t]]
+            memory = [phi[r, j] for j in range(t) if episode[r, j] == episode[r, t]] if T > 1 else memory
+            if not memory:
+                continue  # an episode's first step: no bonus
+            d2 = np.sort([np.sum((phi[r, t] - m) ** 2) for m in memory])[: term.k]
+            d = np.maximum(d2 / mean - term.cluster, 0.0)
+            kernel = term.kernel_eps / (d + term.kernel_eps)
+            out[r, t] = 1.0 / (np.sqrt(kernel.sum()) + term.c)
+    return out
 
 
 def test_ngu_episodic_kernel_matches_a_numpy_loop():
-    spec, batch = rollout_batch(T=15)
+    spec, batch, data = rollout_batch(T=15)
     term = NGU(features=5, hidden=(16,), k=3)
     state = term.init(jax.random.PRNGKey(0), spec)
     stats = state.fixed["dist"]
     state = state.replace(fixed={**state.fixed, "dist": stats._replace(mean=jnp.float32(0.7))})
-    phi = mlp_numpy(host(state.params)["encoder"]["MLP_0"], np.asarray(batch["obs"]), relu)
-    T, E, _ = phi.shape
-    episode = np.cumsum(starts_of(batch), axis=0)
-    expected = np.zeros((T, E))
-    for e in range(E):
-        for t in range(T):
-            memory = [phi[j, e] for j in range(t) if episode[j, e] == episode[t, e]]
-            if not memory:
-                continue  # an episode's first step: no bonus
-            d2 = np.sort([np.sum((phi[t, e] - m) ** 2) for m in memory])[:3]
-            d = np.maximum(d2 / 0.7 - term.cluster, 0.0)
-            kernel = term.kernel_eps / (d + term.kernel_eps)
-            expected[t, e] = 1.0 / (np.sqrt(kernel.sum()) + term.c)
-    np.testing.assert_allclose(term.reward(state, batch), expected, rtol=2e-3, atol=1e-4)
+    phi = mlp_numpy(host(state.params)["encoder"]["MLP_0"], data["obs"], relu).transpose(1, 0, 2)  # [E, T, D]
+    episode = np.cumsum(starts_of(data), axis=0).T
+    np.testing.assert_allclose(
+        term.reward(state, batch), ngu_reference(term, phi, episode, 0.7), rtol=2e-3, atol=1e-4
+    )
+    # transitions [B]: the memory is the rest of the batch
+    spec_t, trans = transitions("gym:CartPole-v1", n=12)
+    phi_t = mlp_numpy(host(state.params)["encoder"]["MLP_0"], np.asarray(trans.obs), relu)
+    expected = np.zeros(12)
+    for i in range(12):
+        d2 = np.sort([np.sum((phi_t[i] - phi_t[j]) ** 2) for j in range(12) if j != i])[:3]
+        kernel = term.kernel_eps / (np.maximum(d2 / 0.7 - term.cluster, 0.0) + term.kernel_eps)
+        expected[i] = 1.0 / (np.sqrt(kernel.sum()) + term.c)
+    np.testing.assert_allclose(term.reward(state, trans), expected, rtol=2e-3, atol=1e-4)
     lifelong = NGU(features=5, hidden=(16,), k=3, lifelong=True, rnd=RND(features=4, hidden=(8,)))
     s = lifelong.init(jax.random.PRNGKey(0), spec)
     s = lifelong.update(s, batch, jax.random.PRNGKey(1))[0]
     assert np.all(np.isfinite(lifelong.reward(s, batch))) and "rnd" in s.fixed
 
 
+def test_every_built_in_term_on_sequences_from_the_replay():
+    """Each registered term on ``Sequences`` [B, T] sampled from a real replay: one finite
+    value per step, and its update runs; masked (past-the-episode) steps stay out of the
+    Shaper's statistics."""
+    from rl.replay import Replay
+    from rl.rewards import TERMS, Shaper, Stream
+
+    env, spec = envs.make("gym:CartPole-v1", 2, 0)
+    replay = Replay.from_spec(spec, 400)
+    rstate, obs = replay.init(), env.reset(seed=0)[0]
+    for _ in range(120):
+        action = np.random.default_rng(len(obs)).integers(0, 2, 2)
+        next_obs, reward, te, tr, info = env.step(action)
+        rstate = replay.add(rstate, obs, action, reward, te, tr, info["next_obs"])
+        obs = next_obs
+    env.close()
+    seq = replay.sample_sequences(rstate, jax.random.PRNGKey(0), 16, 6)
+    assert isinstance(seq, batch_lib.Sequences) and seq.obs.shape == (16, 6, 4) and not seq.rollout
+    assert not np.asarray(seq.mask).all()  # some windows run past their episode's end
+    skip = {"extrinsic", "dreamsmooth"}
+    for name, cls in TERMS.items():
+        if name in skip:
+            continue
+        term = cls(k=3) if name in ("re3", "state_entropy") else cls()
+        shaper = Shaper((Stream("extrinsic", batch_lib_extrinsic()), Stream(name, term, normalize="std")))
+        state = shaper.init(jax.random.PRNGKey(1), spec)
+        state, rewards, _ = jax.jit(shaper.step)(state, seq, jax.random.PRNGKey(2), 100)
+        assert rewards.raw[name].shape == (16, 6) and np.all(np.isfinite(rewards.total)), name
+        m = np.asarray(seq.mask)
+        np.testing.assert_allclose(state.stats[name].mean, np.asarray(rewards.raw[name])[m].mean(), rtol=1e-3)
+
+
+def batch_lib_extrinsic():
+    from rl.rewards import Extrinsic
+
+    return Extrinsic()
+
+
 def test_dreamsmooth_replay_field_holds_each_finished_episode_smoothed():
     from rl.replay import Replay
-    from rl.rewards.smoothing import EpisodeSmoother
+    from rl.rewards import DreamSmooth
+    from rl.rewards.annotate import EpisodeAnnotator
 
     spec = envs.make_spec("gym:Pendulum-v1", 2, 0)
-    replay = Replay.from_spec(
-        spec, 60, extras={"smoothed_reward": ((), "float32")}
-    )  # 30 slots per env: wraps
+    term = DreamSmooth("gaussian", sigma=1.5)
+    replay = Replay.from_spec(spec, 60, extras=term.annotations(spec))  # 30 slots per env: wraps
     state = replay.init()
-    smoother = EpisodeSmoother(2, "gaussian", sigma=1.5)
+    annotator = EpisodeAnnotator([term], 2)
     rng = np.random.default_rng(0)
     lengths, t = [[7, 4, 9, 3, 6, 5, 8, 2, 7, 6], [5, 6, 3, 8, 4, 9, 2, 7, 5, 6]], [0, 0]
     episode_index = [0, 0]
@@ -313,9 +406,9 @@ def test_dreamsmooth_replay_field_holds_each_finished_episode_smoothed():
         done = np.array([t[e] + 1 == lengths[e][episode_index[e]] for e in range(2)])
         zeros = np.zeros((2, 3), np.float32)
         state = replay.add(state, zeros, np.zeros((2, 1), np.float32), reward, done, np.zeros(2, bool), zeros,
-                           extras={"smoothed_reward": reward})  # fmt: skip
-        for e, smoothed in smoother.step(reward, done):
-            state = replay.write_episode(state, "smoothed_reward", e, smoothed)
+                           extras=annotator.pending({"reward": reward, "obs": zeros}))  # fmt: skip
+        for e, fields in annotator.step(zeros, reward, done):
+            state = replay.write_episode(state, "smoothed_reward", e, fields["smoothed_reward"])
         for e in range(2):
             t[e] = 0 if done[e] else t[e] + 1
             episode_index[e] += int(done[e])
@@ -335,21 +428,43 @@ def test_dreamsmooth_replay_field_holds_each_finished_episode_smoothed():
     assert checked >= 4
 
 
-def test_smooth_segments_and_agents_with_smoothing(tmp_path):
+def test_annotate_segments_smooths_each_episode_of_a_rollout():
+    from rl.rewards import DreamSmooth
+    from rl.rewards.annotate import annotate_segments
+
     rng = np.random.default_rng(1)
     reward, done = rng.normal(size=(20, 2)), np.zeros((20, 2), bool)
     done[6, 0] = done[12, 1] = True
-    out = smoothing.smooth_segments(reward, done, "uniform", size=3)
+    out = annotate_segments([DreamSmooth("uniform", size=3)], {"reward": reward, "obs": reward}, done)
+    out = out["smoothed_reward"]
     np.testing.assert_allclose(out[:7, 0], smoothing.uniform(reward[:7, 0], 3), rtol=1e-5)
     np.testing.assert_allclose(out[7:, 0], smoothing.uniform(reward[7:, 0], 3), rtol=1e-5)
     np.testing.assert_allclose(out[13:, 1], smoothing.uniform(reward[13:, 1], 3), rtol=1e-5)
-    common = {"eval_episodes": 1, "runs_dir": str(tmp_path), "shaper": {"smoothing": "gaussian"}}
-    sac.train(config_lib.build(sac.Config, overrides={"env": "gym:Pendulum-v1", "total_steps": 450,
-              "learning_starts": 300, "batch_size": 32, "log_every": 150, **common}))  # fmt: skip
-    ppo.train(config_lib.build(ppo.Config, overrides={"env": "gym:CartPole-v1", "total_steps": 256, "num_steps": 64,
-              "num_envs": 2, "num_minibatches": 2, "update_epochs": 1, "log_every": 64, **common}))  # fmt: skip
-    with pytest.raises(config_lib.ConfigError, match="n_step"):
-        config_lib.build(sac.Config, overrides={"n_step": 3, "shaper": {"smoothing": "ema"}})
+
+
+def test_dreamsmooth_through_config_is_the_training_reward():
+    """``shaper.smoothing`` makes the env-reward stream the smoothed field, for both agents:
+    the Shaper's total is the smoothed reward, not the raw one."""
+    shaper = config_lib.build(
+        ppo.Config, overrides={"shaper": {"smoothing": "uniform", "smoothing_window": 3}}
+    )
+    shaper = ppo.build_shaper(shaper)
+    assert shaper.annotators() and "smoothed_reward" in shaper.reads()["extrinsic"]
+    _, seq, data = rollout_batch()
+    raw = np.zeros((12, 2), np.float32)
+    raw[5, 0] = raw[9, 1] = 3.0  # sparse rewards
+    data = {**data, "reward": raw}
+    fields = __import__("rl.rewards.annotate", fromlist=["x"]).annotate_segments(
+        shaper.annotators(), data, data["terminated"] | data["truncated"]
+    )
+    seq = batch_lib.time_major_to_sequences({**data, **fields}, ("smoothed_reward",))
+    state = shaper.init(jax.random.PRNGKey(0), envs.make_spec("gym:CartPole-v1", 2, 0))
+    total = np.asarray(shaper(state, seq, 0).total)
+    np.testing.assert_allclose(total, fields["smoothed_reward"].T, rtol=1e-6)
+    assert not np.allclose(total, raw.T)
+    for agent in (ppo, sac):  # both agents provide the field their config's Shaper reads
+        cfg = config_lib.build(agent.Config, overrides={"shaper": {"smoothing": "gaussian"}})
+        assert agent.build_shaper(cfg).reads()["extrinsic"] == {"smoothed_reward"}
 
 
 def test_smallest_matches_top_k_with_ties_and_masked_rows():

@@ -12,8 +12,10 @@ grid, an MLP for vectors) with policy and value heads.
 The rollout lives on the host and only samples actions (``rollout_actor``: the actor MLP in
 numpy for vector observations, the jitted network for images); ``update`` computes the batch's
 log probs and values in one pass under the same parameters. The training reward is the
-Shaper's output on the whole rollout batch, scaled, then fed to GAE. A truncated episode
-bootstraps from the value of its final observation (``info["next_obs"]``).
+Shaper's output on the whole rollout, swapped once to ``Sequences`` [E, T] (``rollout=True``:
+row e continues env e's previous rollout) at the env-step clock, then scaled and fed to GAE
+(time-major per env, vmapped). A truncated episode bootstraps from the value of its final
+observation (``info["next_obs"]``).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rl import batch as batch_lib
 from rl import checkpoint, envs
 from rl import config as config_lib
-from rl.config import Common
 from rl.evaluation import run_episodes
+from rl.loop import Common, Lifecycle, check_resumed_shaper
 from rl.nets import (
     MLP,
     categorical_entropy,
@@ -43,9 +46,10 @@ from rl.nets import (
     mlp_numpy,
     orthogonal,
 )
+from rl.returns import gae
 from rl.rewards import RunningStats, Shaper, from_config
-from rl.rewards.smoothing import smooth_segments
-from rl.runs import Every, Run, print_result
+from rl.rewards.annotate import annotate_segments
+from rl.runs import Run, print_result
 
 
 @dataclass
@@ -145,12 +149,10 @@ class State(NamedTuple):
     params: dict
     opt: optax.OptState
     shaper: object  # the Shaper's state
-    obs_stats: RunningStats  # observation normalization (host arrays; updated every env step)
     return_stats: RunningStats  # running stats of the discounted training return (reward scaling)
     returns: jax.Array  # [E] discounted training return of the current episodes
     key: jax.Array
-    step: jax.Array  # env steps taken
-    obs: jax.Array  # the envs' current raw observations
+    step: jax.Array  # env steps taken: the Shaper's clock
 
 
 def optimizer(cfg: Config):
@@ -167,21 +169,33 @@ def normalizes_obs(cfg: Config, spec: envs.EnvSpec) -> bool:
     return cfg.norm_obs and len(spec.obs_shape) == 1
 
 
+def build_shaper(cfg: Config, shaper: Shaper | None = None) -> Shaper:
+    """The Shaper PPO trains on (the config's unless one is given), with PPO's gamma."""
+    return (shaper or from_config(cfg.shaper)).bind(cfg.gamma)
+
+
 def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
-    shaper = shaper or from_config(cfg.shaper)
+    shaper = build_shaper(cfg, shaper)
     k_net, k_shaper, key = jax.random.split(key, 3)
     params = network(cfg, spec).init(k_net, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))["params"]
     return State(
         params=params,
         opt=optimizer(cfg).init(params),
         shaper=shaper.init(k_shaper, spec),
-        obs_stats=RunningStats.zeros(spec.obs_shape if normalizes_obs(cfg, spec) else ()).host(),
         return_stats=RunningStats.zeros(),
         returns=jnp.zeros((spec.num_envs,), jnp.float32),
         key=key,
         step=jnp.int32(0),
-        obs=np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype),
     )
+
+
+def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
+    """The host-side loop state a checkpoint keeps: the envs' current raw observations and the
+    observation normalizer (host arrays, updated every env step)."""
+    return {
+        "obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype),
+        "obs_stats": RunningStats.zeros(spec.obs_shape if normalizes_obs(cfg, spec) else ()).host(),
+    }
 
 
 def observe(cfg, spec, stats: RunningStats, obs, update: bool = True):
@@ -238,27 +252,6 @@ def env_action(spec, action):
 
 
 # -- advantages ------------------------------------------------------------------------------
-
-
-def gae(reward, value, last_value, final_value, terminated, truncated, gamma, lam):
-    """Generalized advantage estimation (Schulman et al. 2016, eq. 16) over [T, E] arrays.
-
-    ``value[t]`` = V(s_t); ``last_value`` = V(s_T) of the observation after the rollout.
-    Where an episode ended at t, the successor is its final observation: V = 0 if
-    ``terminated``, ``final_value[t]`` if ``truncated`` (time limit: bootstrap), and the
-    advantage recursion restarts. Returns (advantages, returns = advantages + value)."""
-    done = terminated | truncated
-    next_value = jnp.concatenate([value[1:], last_value[None]], axis=0)
-    next_value = jnp.where(done, jnp.where(terminated, 0.0, final_value), next_value)
-    delta = reward + gamma * next_value - value
-
-    def back(carry, x):
-        d, dn = x
-        adv = d + gamma * lam * (1.0 - dn) * carry
-        return adv, adv
-
-    _, adv = jax.lax.scan(back, jnp.zeros_like(last_value), (delta, done.astype(jnp.float32)), reverse=True)
-    return adv, adv + value
 
 
 def scale_rewards(cfg: Config, stats: RunningStats, returns, reward, done):
@@ -332,27 +325,44 @@ def rollout_values(cfg: Config, spec: envs.EnvSpec, params, rollout: dict) -> di
     }
 
 
+EXTRAS = ("value", "logp")  # what PPO's Shaper batch adds to the contract's fields
+
+
+def shaper_batch(rollout: dict, annotations=()) -> batch_lib.Sequences:
+    """The rollout [T, E] as the Shaper's ``Sequences`` [E, T] (``rollout=True``)."""
+    return batch_lib.time_major_to_sequences(rollout, (*EXTRAS, *annotations))
+
+
 def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollout: dict):
     """Values -> Shaper reward -> reward scaling -> GAE -> ``update_epochs`` x ``num_minibatches`` steps.
 
     ``rollout`` holds [T, E] arrays: obs, policy_obs (the network's inputs), action, reward (the
     env's), terminated, truncated, next_obs, final_obs (the policy input of the final
-    observation where truncated); and last_obs [E] (the policy input after the rollout). The
-    Shaper sees it with ``logp`` and ``value`` added."""
-    key, k_shaper, k_perm = jax.random.split(state.key, 3)
+    observation where truncated), the annotators' fields; and last_obs [E] (the policy input
+    after the rollout). The Shaper sees it as ``Sequences`` [E, T] with ``value`` and ``logp``
+    added, at env step ``state.step + batch_size`` (the rollout's steps taken)."""
+    key, k_shaper, k_fit, k_perm = jax.random.split(state.key, 4)
+    step = state.step + cfg.batch_size
     rollout = {**rollout, **rollout_values(cfg, spec, state.params, rollout)}
-    reward, reward_info = shaper.reward(state.shaper, rollout)
-    if reward.shape != rollout["value"].shape:
+    batch = shaper_batch(rollout, tuple(shaper.annotations(spec)))
+    shaper_state, rewards, shaper_info = shaper.step(state.shaper, batch, k_shaper, step)
+    if rewards.total.shape != batch.lead:
         raise ValueError(
-            f"PPO trains on a scalar reward but the Shaper returns shape {reward.shape[2:]} per step; "
-            "add a scalarization term for vector rewards"
+            f"PPO trains on a scalar reward but the Shaper returns shape {rewards.total.shape[2:]} per step; "
+            "set shaper.scalarize (linear | chebyshev) for vector rewards"
         )
-    shaper_state, shaper_info = shaper.update(state.shaper, rollout, k_shaper)
+    if shaper.fitted():
+        shaper_state = jax.lax.cond(
+            shaper.fit_due(state.step, step),
+            lambda: shaper.fit(shaper_state, batch, k_fit)[0],
+            lambda: shaper_state,
+        )
+    reward = rewards.total.T  # back to time-major [T, E]
     done = rollout["terminated"] | rollout["truncated"]
     return_stats, returns = state.return_stats, state.returns
     if cfg.norm_reward:
         return_stats, returns, reward = scale_rewards(cfg, return_stats, returns, reward, done)
-    adv, ret = gae(
+    adv, ret = jax.vmap(gae, in_axes=(1, 1, 0, 1, 1, 1, None, None), out_axes=1)(
         reward,
         rollout["value"],
         rollout["last_value"],
@@ -386,7 +396,8 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
     metrics = {
         **jax.tree.map(jnp.mean, info),
         "ppo/explained_variance": jnp.where(var_y > 0, 1 - jnp.var(ret - rollout["value"]) / var_y, jnp.nan),
-        **reward_info,
+        "ppo/return": jnp.mean(ret),
+        **rewards.means(),
         **shaper_info,
     }
     new = state._replace(
@@ -396,6 +407,7 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
         return_stats=return_stats,
         returns=returns,
         key=key,
+        step=step,
     )
     return new, metrics
 
@@ -403,17 +415,24 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
 # -- the loop --------------------------------------------------------------------------------
 
 
+def provided(shaper: Shaper, spec: envs.EnvSpec) -> set[str]:
+    """The batch fields PPO's Shaper can read: the contract's, values, log probs, annotations."""
+    return {*batch_lib.FIELDS, *EXTRAS, *shaper.annotations(spec)}
+
+
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
-    shaper = shaper or from_config(cfg.shaper)
+    shaper = build_shaper(cfg, shaper)
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     network(cfg, spec)  # unsupported spaces fail here, before a run directory exists
+    shaper.check(provided(shaper, spec), "PPO")  # a term reading a missing field fails here
     run = run or Run.create(cfg, "ppo")
     print(config_lib.to_yaml(run.cfg), flush=True)
-    state = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper)
+    state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)
     obs, _ = env.reset()
     if resume is not None:
-        state = checkpoint.load(resume, state)[0]
+        check_resumed_shaper(resume, shaper)
+        state, loop = checkpoint.load(resume, state, loop)[:2]
         obs, _ = env.reset(seed=cfg.seed + int(state.step))  # fresh episodes, reproducible from here
     norm = normalizes_obs(cfg, spec)
     host, act = rollout_actor(cfg, spec)
@@ -431,17 +450,24 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     buf["policy_obs"] = np.zeros((T, E, *spec.obs_shape), np.float32) if norm else buf["obs"]
     buf["final_obs"] = np.zeros((T, E, *spec.obs_shape), np.float32) if norm else buf["next_obs"]
     step = int(state.step)
-    log, evals, ckpts = (
-        Every(cfg.log_every, step),
-        Every(cfg.eval_every, step),
-        Every(cfg.checkpoint_every, step),
-    )
     rng = np.random.default_rng([cfg.seed, step])  # action noise; reseeded by step on resume
-    obs_stats = state.obs_stats.host()  # a resumed checkpoint's arrays
+    obs_stats = loop["obs_stats"]
+    described = {"shaper": shaper.describe()}
 
     def save():
-        run.save_checkpoint(step, state._replace(step=jnp.int32(step), obs=obs, obs_stats=obs_stats))
+        return run.save_checkpoint(step, state, loop={"obs": obs, "obs_stats": obs_stats}, **described)
 
+    def save_failed():
+        return run.save_failed(step, state, loop={"obs": obs, "obs_stats": obs_stats})
+
+    life = Lifecycle(
+        cfg,
+        run,
+        step,
+        save=save,
+        save_failed=save_failed,
+        evaluate=lambda: evaluate(cfg, state, cfg.eval_episodes, loop={"obs_stats": obs_stats}),
+    )
     try:
         while step + cfg.batch_size <= cfg.total_steps:
             params = jax.device_get(state.params) if host else state.params
@@ -461,26 +487,12 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 run.record_episodes(info["episodes"])
                 run.progress(step, cfg.total_steps)
             last_obs = observe(cfg, spec, obs_stats, obs, update=False)[1]
-            if cfg.shaper.smoothing != "none":  # DreamSmooth, per episode within the rollout
-                done = buf["terminated"] | buf["truncated"]
-                smoothing = cfg.shaper.smoothing_options()
-                buf["smoothed_reward"] = smooth_segments(
-                    buf["reward"], done, cfg.shaper.smoothing, **smoothing
-                )
-            state, metrics = learn(state, {**buf, "last_obs": last_obs})
-            if log.due(step) or step + cfg.batch_size > cfg.total_steps:
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                m.update(run.episode_metrics(), **{"perf/sps": run.sps(step)})
-                run.check_finite(step, m, save_fn=save)
-                run.log(step, m)
-            if evals.due(step):
-                run.log(step, evaluate(cfg, state._replace(obs_stats=obs_stats), cfg.eval_episodes))
-            if ckpts.due(step):
-                save()
-        save()
-        final = evaluate(cfg, state._replace(obs_stats=obs_stats), cfg.eval_episodes)
-        run.log(step, final)
-        summary = run.finish({"steps": step, **final})
+            # annotators (DreamSmooth) write their fields per episode segment of the rollout
+            fields = annotate_segments(shaper.annotators(), buf, buf["terminated"] | buf["truncated"])
+            state, metrics = learn(state, {**buf, **fields, "last_obs": last_obs})
+            life.add(metrics)
+            life.after(step, last=step + cfg.batch_size > cfg.total_steps)
+        summary = life.finish(step)
     finally:
         run.close()
         env.close()
@@ -488,12 +500,13 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     return summary
 
 
-def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
-    """The stochastic policy (as CleanRL evaluates PPO), observation statistics frozen."""
+def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=None) -> dict:
+    """The stochastic policy (as CleanRL evaluates PPO), observation statistics (``loop``'s,
+    from the checkpoint) frozen."""
     spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
     host, act = rollout_actor(cfg, spec)
     params = jax.device_get(state.params) if host else state.params
-    stats = state.obs_stats.host()
+    stats = (loop or init_loop(cfg, spec))["obs_stats"].host()
     rng = np.random.default_rng([cfg.seed, 1, int(state.step)])
 
     def policy(obs):

@@ -18,8 +18,8 @@ import numpy as np
 
 from rl import checkpoint, envs
 from rl import config as config_lib
-from rl.config import Common
 from rl.evaluation import run_episodes
+from rl.loop import Common, Lifecycle
 from rl.replay import Replay
 from rl.runs import Run, print_result
 
@@ -41,12 +41,16 @@ class Config(Common):
 class State(NamedTuple):
     key: jax.Array  # PRNG key (raw uint32, so it serializes)
     step: jax.Array  # env steps taken
-    obs: jax.Array  # the envs' current observations: a resumed run ends their episodes with them
 
 
 def init(cfg: Config, spec: envs.EnvSpec, key) -> State:
-    obs = np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype)
-    return State(key=key, step=jnp.int32(0), obs=obs)
+    return State(key=key, step=jnp.int32(0))
+
+
+def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
+    """The host-side loop state: the envs' current observations (a resumed run ends their
+    open episodes with them)."""
+    return {"obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype)}
 
 
 def make_act(spec: envs.EnvSpec):
@@ -71,8 +75,8 @@ def make_act(spec: envs.EnvSpec):
 def batch_metrics(batch) -> dict:
     """What one replay sample looks like: a cheap check that the buffer holds real data."""
     return {
-        "replay/reward_mean": jnp.mean(batch["reward"]),
-        "replay/terminated_frac": jnp.mean(batch["terminated"]),
+        "replay/reward_mean": jnp.mean(batch.reward),
+        "replay/terminated_frac": jnp.mean(batch.terminated),
     }
 
 
@@ -82,11 +86,11 @@ def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
     run = run or Run.create(cfg, "random")
     print(config_lib.to_yaml(run.cfg), flush=True)
     replay = Replay.from_spec(spec, cfg.buffer_size)
-    state = init(cfg, spec, jax.random.PRNGKey(cfg.seed))
+    state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed)), init_loop(cfg, spec)
     obs, _ = env.reset()
     if resume is not None:
-        state, replay, rstate, _ = checkpoint.load(resume, state)
-        rstate = replay.close_episodes(rstate, state.obs)
+        state, loop, replay, rstate, _ = checkpoint.load(resume, state, loop)
+        rstate = replay.close_episodes(rstate, loop["obs"])
         # Fresh episodes, seeded by the step so a resume from this checkpoint is reproducible.
         obs, _ = env.reset(seed=cfg.seed + int(state.step))
     else:
@@ -95,14 +99,22 @@ def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
     add = jax.jit(replay.add, donate_argnums=0)
     sample = jax.jit(lambda rs, k: batch_metrics(replay.sample(rs, k, cfg.batch_size)))
     key, step = state.key, int(state.step)
-    next_log = (step // cfg.log_every + 1) * cfg.log_every
-    every = cfg.checkpoint_every
-    next_ckpt = (step // every + 1) * every if every else None
-    next_eval = (step // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
 
     def save():
-        run.save_checkpoint(step, State(key, jnp.int32(step), obs), replay, rstate)
+        return run.save_checkpoint(step, State(key, jnp.int32(step)), replay, rstate, loop={"obs": obs})
 
+    def replay_metrics():
+        k = jax.random.fold_in(key, step)
+        return {"replay/size": int(replay.size(rstate)), **jax.device_get(sample(rstate, k))}
+
+    life = Lifecycle(
+        cfg,
+        run,
+        step,
+        save=save,
+        evaluate=lambda: evaluate(cfg, State(key, jnp.int32(step)), cfg.eval_episodes),
+        extra=replay_metrics,
+    )
     try:
         while step < cfg.total_steps:
             key, k_act = jax.random.split(key)
@@ -111,29 +123,8 @@ def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
             rstate = add(rstate, obs, action, reward, terminated, truncated, info["next_obs"])
             obs = next_obs
             step += cfg.num_envs
-            run.record_episodes(info["episodes"])
-            if step >= next_log or step >= cfg.total_steps:
-                key, k_s = jax.random.split(key)
-                metrics = {
-                    **run.episode_metrics(),
-                    "perf/sps": run.sps(step),
-                    "replay/size": int(replay.size(rstate)),
-                    **jax.device_get(sample(rstate, k_s)),
-                }
-                run.check_finite(step, metrics)
-                run.log(step, metrics)
-                next_log += cfg.log_every
-            if next_eval is not None and step >= next_eval:
-                run.log(step, evaluate(cfg, State(key, jnp.int32(step), obs), cfg.eval_episodes))
-                next_eval += cfg.eval_every
-            if next_ckpt is not None and step >= next_ckpt:
-                save()
-                next_ckpt += every
-            run.progress(step, cfg.total_steps)
-        save()
-        final = evaluate(cfg, State(key, jnp.int32(step), obs), cfg.eval_episodes)
-        run.log(step, final)
-        summary = run.finish({"steps": step, **final})
+            life.after(step, info["episodes"])
+        summary = life.finish(step)
     finally:
         run.close()
         env.close()
@@ -141,7 +132,7 @@ def train(cfg: Config, run: Run | None = None, resume=None) -> dict:
     return summary
 
 
-def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
+def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=None) -> dict:
     """Mean return of ``episodes`` episodes on a separately seeded env; optionally an mp4 of the first."""
     spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
     act, key = make_act(spec), jax.random.fold_in(state.key, 1)

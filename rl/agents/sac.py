@@ -7,11 +7,15 @@ entropy of -dim(A) (eq. 18). Continuous (bounded Box) actions.
 
 Everything between two env steps is one jitted call (``train_step``): add the transition to
 the on-device replay, run ``utd`` updates in a ``lax.scan`` (each samples its own batch and
-computes its reward with the Shaper, so shaping terms plug in with no change here), and
-draw the next action from the updated policy. The replay is donated, so nothing is copied.
+computes its reward with the Shaper at the env-step clock, so shaping terms plug in with no
+change here), and draw the next action from the updated policy. The replay is donated, so
+nothing is copied.
 
-Bootstrapping: targets use ``discount * (1 - terminated)``; a truncated episode (time limit)
-still bootstraps from its final observation, which the replay keeps.
+Rewards are computed per step at sample time: ``n_step=1`` samples ``Transitions``;
+``n_step > 1`` samples ``Sequences`` [B, n] and sums the Shaper's per-step rewards into the
+n-step return (``rl.returns.n_step_return``), cut at the episode's end. Bootstrapping:
+gamma^m (1 - terminated); a truncated episode (time limit) still bootstraps from its final
+observation, which the replay keeps.
 """
 
 from __future__ import annotations
@@ -27,15 +31,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rl import batch as batch_lib
 from rl import checkpoint, envs
 from rl import config as config_lib
-from rl.config import Common
+from rl.batch import Sequences
 from rl.evaluation import run_episodes
+from rl.loop import Common, Lifecycle, check_resumed_shaper
 from rl.nets import MLP, ensemble, tanh_gaussian_sample
 from rl.replay import Replay
+from rl.returns import n_step_return
 from rl.rewards import Shaper, from_config
-from rl.rewards.smoothing import EpisodeSmoother
-from rl.runs import Every, Run, print_result
+from rl.rewards.annotate import EpisodeAnnotator
+from rl.runs import Run, print_result
 
 
 @dataclass
@@ -47,7 +54,7 @@ class Config(Common):
     utd: float = 1.0  # gradient updates per env step (update-to-data ratio); < 1 updates every 1/utd steps
     gamma: float = 0.99  # discount
     tau: float = 0.005  # Polyak rate of the target Q networks
-    n_step: int = 1  # n-step returns for the Q target (1 = the paper)
+    n_step: int = 1  # n-step returns of shaped per-step rewards for the Q target (1 = the paper)
     hidden: tuple[int, ...] = (256, 256)  # actor and critic MLP widths
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -74,8 +81,10 @@ class Config(Common):
             raise err(f"1 / (utd * num_envs) must be a whole number of env steps, got {1 / per_call}")
         if not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
             raise err("tau must be in (0, 1] and gamma in [0, 1]")
-        if self.shaper.smoothing != "none" and self.n_step > 1:
-            raise err("shaper.smoothing (DreamSmooth) smooths one-step rewards: use n_step=1")
+        if self.n_step >= self.buffer_size // self.num_envs:
+            raise err(
+                f"n_step ({self.n_step}) must be shorter than the replay's column ({self.buffer_size // self.num_envs})"
+            )
 
 
 # -- networks --------------------------------------------------------------------------------
@@ -132,9 +141,8 @@ class State(NamedTuple):
     alpha_opt: optax.OptState
     shaper: object  # the Shaper's state (learned reward terms, running stats)
     key: jax.Array
-    step: jax.Array  # env steps taken
+    step: jax.Array  # env steps taken: the Shaper's clock
     updates: jax.Array  # gradient updates done
-    obs: jax.Array  # the envs' current observations (a resumed run ends their episodes with them)
 
 
 def optimizers(cfg: Config):
@@ -145,8 +153,13 @@ def target_entropy(cfg: Config, spec: envs.EnvSpec) -> float:
     return -float(np.prod(spec.action_shape)) if cfg.target_entropy is None else cfg.target_entropy
 
 
+def build_shaper(cfg: Config, shaper: Shaper | None = None) -> Shaper:
+    """The Shaper SAC trains on (the config's unless one is given), with SAC's gamma."""
+    return (shaper or from_config(cfg.shaper)).bind(cfg.gamma)
+
+
 def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
-    shaper = shaper or from_config(cfg.shaper)
+    shaper = build_shaper(cfg, shaper)
     actor, critic = networks(cfg, spec)
     k_actor, k_critic, k_shaper, key = jax.random.split(key, 4)
     obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
@@ -167,8 +180,13 @@ def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> 
         key=key,
         step=jnp.int32(0),
         updates=jnp.int32(0),
-        obs=np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype),
     )
+
+
+def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
+    """The host-side loop state a checkpoint keeps: the envs' current observations (a resumed
+    run ends their open episodes with them)."""
+    return {"obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype)}
 
 
 # -- action scaling: the policy acts in [-1, 1]; the env and the replay see its bounds ------
@@ -203,12 +221,26 @@ def act(cfg: Config, spec: envs.EnvSpec, state: State, obs, key, deterministic: 
 # -- losses (pure, tested against hand-computed values) --------------------------------------
 
 
-def soft_q_target(reward, discount, terminated, next_q, next_logp, alpha):
-    """Eq. 3 with clipped double Q: r + gamma^n (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')).
+def soft_q_target(reward, bootstrap, next_q, next_logp, alpha):
+    """Eq. 3 with clipped double Q: G + bootstrap (min_i Q'_i(s', a') - alpha log pi(a'|s')).
 
-    ``next_q`` is [2, B]; ``discount`` is gamma ** (steps accumulated). Truncation bootstraps."""
+    ``next_q`` is [2, B]; ``bootstrap`` is gamma^m (1 - terminated) after m accumulated steps
+    (truncation bootstraps)."""
     soft_v = jnp.min(next_q, axis=0) - alpha * next_logp
-    return reward + discount * (1.0 - terminated.astype(jnp.float32)) * soft_v
+    return reward + bootstrap * soft_v
+
+
+def returns_and_successors(cfg: Config, batch, reward):
+    """(obs, action, G, bootstrap, next_obs) of the Q target from the Shaper's per-step
+    ``reward``: the batch itself for ``Transitions``; for ``Sequences`` [B, n] the n-step
+    return over each row's episode prefix and the observation after its last step."""
+    if not isinstance(batch, Sequences):
+        return batch.obs, batch.action, reward, cfg.gamma * batch.discount, batch.next_obs
+    g, bootstrap, last = jax.vmap(n_step_return, in_axes=(0, 0, 0, None))(
+        reward, batch.discount, batch.mask, cfg.gamma
+    )
+    rows = jnp.arange(batch.lead[0])
+    return batch.obs[:, 0], batch.action[:, 0], g, bootstrap, batch.next_obs[rows, last]
 
 
 def temperature_loss(log_alpha, logp, target_entropy):
@@ -216,28 +248,30 @@ def temperature_loss(log_alpha, logp, target_entropy):
     return jnp.mean(-jnp.exp(log_alpha) * (jax.lax.stop_gradient(logp) + target_entropy))
 
 
-def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch: dict):
-    """One gradient step on critic, actor and temperature from a replay ``batch``."""
+def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch):
+    """One gradient step on critic, actor and temperature from a replay ``batch``
+    (``Transitions``, or ``Sequences`` [B, n_step]); the reward is the Shaper's at env step
+    ``state.step``."""
     actor, critic = networks(cfg, spec)
     a_opt, c_opt, t_opt = optimizers(cfg)
     low, high = action_bounds(spec)
     key, k_next, k_pi, k_shaper = jax.random.split(state.key, 4)
-    obs, next_obs = batch["obs"].astype(jnp.float32), batch["next_obs"].astype(jnp.float32)
-    action = from_env(batch["action"].astype(jnp.float32), low, high)
-    reward, reward_info = shaper.reward(state.shaper, batch)
-    if reward.ndim != 1:
+    shaper_state, rewards, shaper_info = shaper.step(state.shaper, batch, k_shaper, state.step)
+    if rewards.total.shape != batch.lead:
         raise ValueError(
-            f"SAC trains on a scalar reward but the Shaper returns shape {reward.shape[1:]} per "
-            "transition; add a scalarization term for vector rewards"
+            f"SAC trains on a scalar reward but the Shaper returns shape {rewards.total.shape[len(batch.lead) :]} "
+            "per step; set shaper.scalarize (linear | chebyshev) for vector rewards"
         )
+    obs, action, reward, bootstrap, next_obs = returns_and_successors(cfg, batch, rewards.total)
+    obs, next_obs = obs.astype(jnp.float32), next_obs.astype(jnp.float32)
+    action = from_env(action.astype(jnp.float32), low, high)
     alpha = jnp.exp(state.log_alpha)
 
     # critic (eq. 5-7)
     mean, log_std = actor.apply({"params": state.actor}, next_obs)
     next_action, next_logp = tanh_gaussian_sample(k_next, mean, log_std)
     next_q = critic.apply({"params": state.target}, next_obs, next_action)
-    target = soft_q_target(reward, batch["discount"], batch["terminated"], next_q, next_logp, alpha)
-    target = jax.lax.stop_gradient(target)
+    target = jax.lax.stop_gradient(soft_q_target(reward, bootstrap, next_q, next_logp, alpha))
 
     def critic_loss(params):
         q = critic.apply({"params": params}, obs, action)
@@ -266,7 +300,6 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch:
         t_updates, alpha_opt = t_opt.update(grad, alpha_opt, log_alpha)
         log_alpha = optax.apply_updates(log_alpha, t_updates)
 
-    shaper_state, shaper_info = shaper.update(state.shaper, batch, k_shaper)
     target_params = optax.incremental_update(critic_params, state.target, cfg.tau)
     metrics = {
         "loss/critic": q_loss,
@@ -275,7 +308,8 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch:
         "sac/alpha": alpha,
         "sac/entropy": -jnp.mean(logp),
         "sac/q": jnp.mean(q),
-        **reward_info,
+        "sac/target": jnp.mean(target),
+        **rewards.means(batch.mask),
         **shaper_info,
     }
     new = state._replace(
@@ -299,52 +333,79 @@ def updates_per_call(cfg: Config) -> tuple[int, int]:
     return (int(per_call), 1) if per_call >= 1 else (1, int(round(1 / per_call)))
 
 
+def sample(cfg: Config, replay: Replay, rstate, key):
+    """A training batch: ``Transitions``, or ``Sequences`` [B, n_step] for n-step returns."""
+    if cfg.n_step == 1:
+        return replay.sample(rstate, key, cfg.batch_size)
+    return replay.sample_sequences(rstate, key, cfg.batch_size, cfg.n_step)
+
+
 def train_step(
     cfg, spec, shaper, replay: Replay, learn: bool, state: State, rstate, transition: dict, next_obs
 ):
     """Everything between two env steps, in one jitted call: add ``transition`` to the replay,
-    run the updates (a ``lax.scan``) if ``learn``, and return the action for ``next_obs``
-    (uniform random before ``learning_starts``, a policy sample after)."""
+    run the updates (a ``lax.scan``) if ``learn``, fit the Shaper's fitted terms when due, and
+    return the action for ``next_obs`` (uniform random before ``learning_starts``, a policy
+    sample after)."""
     rstate = replay.add(rstate, **transition)
-    step = state.step + cfg.num_envs
+    before, step = state.step, state.step + cfg.num_envs
+    state = state._replace(step=step)  # the Shaper's clock: env steps taken
     metrics = {}
     if learn:
 
         def one(state, _):
             key, k_sample = jax.random.split(state.key)
-            batch = replay.sample(rstate, k_sample, cfg.batch_size, cfg.n_step, cfg.gamma)
-            return update(cfg, spec, shaper, state._replace(key=key), batch)
+            return update(cfg, spec, shaper, state._replace(key=key), sample(cfg, replay, rstate, k_sample))
 
         state, metrics = jax.lax.scan(one, state, None, length=updates_per_call(cfg)[0])
         metrics = jax.tree.map(jnp.mean, metrics)
+        if shaper.fitted():
+            key, k_data, k_fit = jax.random.split(state.key, 3)
+            data = sample(cfg, replay, rstate, k_data)
+            shaper_state = jax.lax.cond(
+                shaper.fit_due(before, step),
+                lambda: shaper.fit(state.shaper, data, k_fit)[0],
+                lambda: state.shaper,
+            )
+            state = state._replace(shaper=shaper_state, key=key)
     key, k_act, k_rand = jax.random.split(state.key, 3)
     low, high = action_bounds(spec)
     random = jax.random.uniform(k_rand, (cfg.num_envs, *spec.action_shape), minval=low, maxval=high)
     action = jnp.where(step < cfg.learning_starts, random, act(cfg, spec, state, next_obs, k_act))
-    return state._replace(key=key, step=step), rstate, action, metrics
+    return state._replace(key=key), rstate, action, metrics
 
 
 # -- the loop --------------------------------------------------------------------------------
 
 
+def provided(replay: Replay) -> set[str]:
+    """The batch fields SAC's Shaper can read: the contract's and the replay's extras."""
+    names = {
+        "episode",
+        "step",
+        *(k for k, _, _ in replay.extras),
+        *(f"next_{k}" for k, _, _ in replay.extras),
+    }
+    return set(batch_lib.FIELDS) | names
+
+
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
-    shaper = shaper or from_config(cfg.shaper)
+    shaper = build_shaper(cfg, shaper)
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     low, high = action_bounds(spec)  # a discrete env fails here, before a run directory exists
+    # annotators (DreamSmooth) write their fields into the replay when each episode ends
+    annotator = EpisodeAnnotator(shaper.annotators(), cfg.num_envs) if shaper.annotators() else None
+    replay = Replay.from_spec(spec, cfg.buffer_size, shaper.annotations(spec) or None)
+    shaper.check(provided(replay), "SAC")  # a term reading a missing field fails here
     run = run or Run.create(cfg, "sac")
     print(config_lib.to_yaml(run.cfg), flush=True)
-    # DreamSmooth: a smoothed copy of the env reward, written when each episode ends
-    smoother = None
-    if cfg.shaper.smoothing != "none":
-        smoother = EpisodeSmoother(cfg.num_envs, cfg.shaper.smoothing, **cfg.shaper.smoothing_options())
-    extras = {"smoothed_reward": (spec.reward_shape, "float32")} if smoother else None
-    replay = Replay.from_spec(spec, cfg.buffer_size, extras)
-    state = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper)
+    state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)
     obs, _ = env.reset()
     if resume is not None:
-        state, replay, rstate, _ = checkpoint.load(resume, state)
-        rstate = replay.close_episodes(rstate, state.obs)
+        check_resumed_shaper(resume, shaper)
+        state, loop, replay, rstate, _ = checkpoint.load(resume, state, loop)
+        rstate = replay.close_episodes(rstate, loop["obs"])
         obs, _ = env.reset(seed=cfg.seed + int(state.step))  # fresh episodes, reproducible from here
     else:
         rstate = replay.init()
@@ -362,16 +423,24 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         )
     else:
         action = np.asarray(act(cfg, spec, state, jnp.asarray(obs), k0))
-    log, evals, ckpts = (
-        Every(cfg.log_every, step),
-        Every(cfg.eval_every, step),
-        Every(cfg.checkpoint_every, step),
-    )
-    metrics, every = {}, updates_per_call(cfg)[1]
+    every = updates_per_call(cfg)[1]
+    described = {"shaper": shaper.describe()}
 
     def save():
-        run.save_checkpoint(step, state._replace(obs=obs), replay, rstate)
+        return run.save_checkpoint(step, state, replay, rstate, loop={"obs": obs}, **described)
 
+    def save_failed():
+        return run.save_failed(step, state, loop={"obs": obs})
+
+    life = Lifecycle(
+        cfg,
+        run,
+        step,
+        save=save,
+        save_failed=save_failed,
+        evaluate=lambda: evaluate(cfg, state, cfg.eval_episodes),
+        extra=lambda: {"perf/updates": int(state.updates)},
+    )
     try:
         while step < cfg.total_steps:
             next_obs, reward, terminated, truncated, info = env.step(action)
@@ -382,35 +451,21 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 terminated=terminated,
                 truncated=truncated,
                 next_obs=info["next_obs"],
-                extras={"smoothed_reward": reward} if smoother else None,  # raw until the episode ends
+                extras=annotator.pending({"reward": reward, "obs": obs}) if annotator else None,
             )
             learn = step + cfg.num_envs >= cfg.learning_starts and (step // cfg.num_envs + 1) % every == 0
             state, rstate, action, out = (learn_fn if learn else collect_fn)(
                 state, rstate, transition, next_obs
             )
             action = np.asarray(action)
-            for e, smoothed in smoother.step(reward, terminated | truncated) if smoother else ():
-                rstate = replay.write_episode(rstate, "smoothed_reward", e, smoothed)
-            metrics = out or metrics  # the losses of the latest update
+            for e, fields in annotator.step(obs, reward, terminated | truncated) if annotator else ():
+                for name, values in fields.items():
+                    rstate = replay.write_episode(rstate, name, e, values)
+            life.add(out)
             obs = next_obs
             step += cfg.num_envs
-            run.record_episodes(info["episodes"])
-            if log.due(step) or step >= cfg.total_steps:
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                m.update(
-                    run.episode_metrics(), **{"perf/sps": run.sps(step), "perf/updates": int(state.updates)}
-                )
-                run.check_finite(step, m, save_fn=save)
-                run.log(step, m)
-            if evals.due(step):
-                run.log(step, evaluate(cfg, state, cfg.eval_episodes))
-            if ckpts.due(step):
-                save()
-            run.progress(step, cfg.total_steps)
-        save()
-        final = evaluate(cfg, state, cfg.eval_episodes)
-        run.log(step, final)
-        summary = run.finish({"steps": step, **final})
+            life.after(step, info["episodes"])
+        summary = life.finish(step)
     finally:
         run.close()
         env.close()
@@ -423,7 +478,7 @@ def _deterministic(actor: Actor, params, obs, low, high):
     return to_env(jnp.tanh(actor.apply({"params": params}, obs.astype(jnp.float32))[0]), low, high)
 
 
-def evaluate(cfg: Config, state: State, episodes: int, video_path=None) -> dict:
+def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=None) -> dict:
     """Deterministic policy (tanh of the mean) on a separately seeded env."""
     spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
     actor, low, high = networks(cfg, spec)[0], *action_bounds(spec)  # compiled once per actor shape

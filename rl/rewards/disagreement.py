@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from rl.nets import MLP, ensemble
-from rl.rewards.learned import Embedding, LearnedState, action_input, flat, leading, spec_fields, train_step
+from rl.rewards.learned import Embedding, LearnedState, action_input, spec_fields, train_step
 
 
 class Ensemble(nn.Module):
@@ -41,6 +41,8 @@ class Disagreement:
     hidden: tuple[int, ...] = (256, 256)
     lr: float = 1e-3
 
+    reads = frozenset({"obs", "action", "next_obs"})
+
     def _embedding(self, obs_shape):
         return Embedding(tuple(obs_shape), (256,), self.features) if self.features else None
 
@@ -56,26 +58,25 @@ class Disagreement:
         return LearnedState(params, optax.adam(self.lr).init(params), fixed, **fields)
 
     def _predict(self, state, params, batch):
-        """(lead, [K, N, D] predictions of phi(s'), [N, D] phi(s'))."""
-        lead = leading(batch)
-        obs, next_obs = flat(batch["obs"], lead), flat(batch["next_obs"], lead)
+        """([K, N, D] predictions of phi(s'), [N, D] phi(s'))."""
+        obs, next_obs = batch.flat(batch.obs), batch.flat(batch.next_obs)
         embed = self._embedding(obs.shape[1:])
         if embed is None:
             phi, phi_next = obs.reshape(obs.shape[0], -1), next_obs.reshape(obs.shape[0], -1)
             phi, phi_next = phi.astype(jnp.float32), phi_next.astype(jnp.float32)
         else:
             phi, phi_next = (embed.apply({"params": state.fixed}, o) for o in (obs, next_obs))
-        x = jnp.concatenate([phi, action_input(state, flat(batch["action"], lead))], -1)
+        x = jnp.concatenate([phi, action_input(state, batch.flat(batch.action))], -1)
         pred = Ensemble(tuple(self.hidden), phi.shape[-1], self.ensemble).apply({"params": params}, x)
-        return lead, pred, phi_next
+        return pred, phi_next
 
     def reward(self, state, batch):
-        lead, pred, _ = self._predict(state, state.params, batch)
-        return jnp.mean(jnp.var(pred, axis=0), -1).reshape(lead)
+        pred, _ = self._predict(state, state.params, batch)
+        return batch.unflat(jnp.mean(jnp.var(pred, axis=0), -1))
 
     def update(self, state, batch, key):
         def loss_fn(params):
-            _, pred, target = self._predict(state, params, batch)
+            pred, target = self._predict(state, params, batch)
             per_model = 0.5 * jnp.mean(jnp.sum((pred - target[None]) ** 2, -1), axis=-1)  # [K]
             return per_model.sum(), {}
 

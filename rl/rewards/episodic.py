@@ -13,9 +13,11 @@ Both embed observations with an encoder trained by inverse dynamics (predict a_t
   alpha = clip(1 + (err - mean) / std, 1, L). An episode's first step, with an empty memory,
   gets no bonus.
 
-Time order. On [T, E] rollouts (PPO) the episode runs along T: E3B carries each env's C^{-1}
-from one rollout to the next, NGU's memory holds the episode's steps within the rollout. A
-replay batch [B] (SAC) has no episodes in order: there the memory is the rest of the batch.
+Time order. On ``Sequences`` [B, T] the episode runs along each row: E3B's C^{-1} and NGU's
+memory hold the episode's earlier steps in the row. On PPO's rollouts (``rollout=True``, row b
+is env b) E3B carries each env's C^{-1} from one rollout to the next; replay windows start
+afresh. ``Transitions`` [B] (SAC) have no episodes in order: there the memory is the rest of
+the batch.
 """
 
 from __future__ import annotations
@@ -26,16 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rl.rewards.learned import (
-    InverseDynamics,
-    LearnedState,
-    action_input,
-    flat,
-    leading,
-    smallest,
-    spec_fields,
-    train_step,
-)
+from rl.batch import Sequences
+from rl.rewards.learned import InverseDynamics, LearnedState, action_input, smallest, spec_fields, train_step
 from rl.rewards.rnd import RND
 from rl.rewards.stats import RunningStats
 
@@ -47,6 +41,8 @@ class _InverseDynamicsTerm:
     features: int = 32
     hidden: tuple[int, ...] = (256,)
     lr: float = 3e-4
+
+    reads = frozenset({"obs", "action", "next_obs", "terminated", "truncated"})
 
     def net(self, obs_shape, action_dim: int) -> InverseDynamics:
         return InverseDynamics(tuple(obs_shape), tuple(self.hidden), self.features, action_dim)
@@ -61,8 +57,7 @@ class _InverseDynamicsTerm:
         return net.apply({"params": state.params}, obs_flat, method=InverseDynamics.embed)
 
     def inverse_loss(self, state, params, batch):
-        lead = leading(batch)
-        obs, next_obs, action = (flat(batch[k], lead) for k in ("obs", "next_obs", "action"))
+        obs, next_obs, action = (batch.flat(x) for x in (batch.obs, batch.next_obs, batch.action))
         logits = self.net(obs.shape[1:], state.action_dim).apply({"params": params}, obs, next_obs)[2]
         if state.discrete:
             return optax.softmax_cross_entropy_with_integer_labels(logits, action.reshape(-1)).mean()
@@ -70,12 +65,6 @@ class _InverseDynamicsTerm:
 
     def _train(self, state, batch):
         return train_step(state, lambda p: (self.inverse_loss(state, p, batch), {}), optax.adam(self.lr))
-
-
-def episode_starts(batch) -> jax.Array:
-    """[T, E] true where a step begins a new episode within the rollout (after a done)."""
-    done = batch["terminated"] | batch["truncated"]
-    return jnp.concatenate([jnp.zeros_like(done[:1]), done[:-1]], axis=0)
 
 
 @dataclass(frozen=True)
@@ -89,37 +78,45 @@ class E3B(_InverseDynamicsTerm):
         )
         return LearnedState(params, opt, {"c_inv": c_inv}, **spec_fields(spec))
 
-    def _scan(self, state, batch):
-        """(bonuses [T, E], C^{-1} after the rollout [E, D, D]) from the carried C^{-1}."""
-        lead = leading(batch)
-        phi = self.embed(state, flat(batch["obs"], lead)).reshape(*lead, -1)
-        fresh = jnp.eye(self.features) / self.ridge
+    def fresh(self):
+        return jnp.eye(self.features) / self.ridge
+
+    def _scan(self, state, batch: Sequences):
+        """(bonuses [B, T], C^{-1} after each row [B, D, D]): along each row from the carried
+        C^{-1} (PPO's rollouts) or a fresh one (replay windows)."""
+        phi = batch.unflat(self.embed(state, batch.flat(batch.obs)))
+        B = batch.lead[0]
+        c0 = (
+            state.fixed["c_inv"]
+            if batch.rollout
+            else jnp.broadcast_to(self.fresh(), (B, *self.fresh().shape))
+        )
 
         def step(c_inv, x):
             phi_t, start = x
-            c_inv = jnp.where(start[:, None, None], fresh, c_inv)
+            c_inv = jnp.where(start[:, None, None], self.fresh(), c_inv)
             u = jnp.einsum("eij,ej->ei", c_inv, phi_t)
             bonus = jnp.einsum("ei,ei->e", phi_t, u)
             c_inv = c_inv - jnp.einsum("ei,ej->eij", u, u) / (1.0 + bonus)[:, None, None]  # Sherman-Morrison
             return c_inv, bonus
 
-        c_inv, bonuses = jax.lax.scan(step, state.fixed["c_inv"], (phi, episode_starts(batch)))
-        return bonuses, c_inv
+        xs = (jnp.swapaxes(phi, 0, 1), jnp.swapaxes(batch.episode_starts(), 0, 1))  # time-major scan
+        c_inv, bonuses = jax.lax.scan(step, c0, xs)
+        return jnp.swapaxes(bonuses, 0, 1), c_inv
 
     def reward(self, state, batch):
-        lead = leading(batch)
-        if len(lead) == 2:
+        if isinstance(batch, Sequences):
             return self._scan(state, batch)[0]
-        phi = self.embed(state, flat(batch["obs"], lead))  # replay batch: the ellipse of the batch
+        phi = self.embed(state, batch.flat(batch.obs))  # transitions: the ellipse of the batch
         c = self.ridge * jnp.eye(self.features) + phi.T @ phi
-        return jnp.einsum("bi,bi->b", phi, jnp.linalg.solve(c, phi.T).T).reshape(lead)
+        return batch.unflat(jnp.einsum("bi,bi->b", phi, jnp.linalg.solve(c, phi.T).T))
 
     def update(self, state, batch, key):
         fixed = state.fixed
-        if len(leading(batch)) == 2:
+        if isinstance(batch, Sequences) and batch.rollout:  # carry each env's ellipse on
             c_inv = self._scan(state, batch)[1]
-            done = (batch["terminated"] | batch["truncated"])[-1]
-            fixed = {"c_inv": jnp.where(done[:, None, None], jnp.eye(self.features) / self.ridge, c_inv)}
+            done = (batch.terminated | batch.truncated)[:, -1]
+            fixed = {"c_inv": jnp.where(done[:, None, None], self.fresh(), c_inv)}
         state, metrics = self._train(state.replace(fixed=fixed), batch)
         return state, metrics
 
@@ -145,27 +142,22 @@ class NGU(_InverseDynamicsTerm):
     def _knn_sq(self, state, batch):
         """(squared distances to the k nearest earlier embeddings of the episode [N, k], and
         a [N, k] mask of neighbours that exist)."""
-        lead = leading(batch)
-        phi = self.embed(state, flat(batch["obs"], lead))
-        if len(lead) == 2:  # [T, E]: earlier steps of the same episode within the rollout
-            T, E = lead
-            phi = phi.reshape(T, E, -1).transpose(1, 0, 2)  # [E, T, D]
-            episode = jnp.cumsum(episode_starts(batch), axis=0).T  # [E, T] segment ids
+        phi = self.embed(state, batch.flat(batch.obs))
+        if isinstance(batch, Sequences):  # earlier steps of the same episode within the row
+            phi = batch.unflat(phi)  # [B, T, D]
+            T = batch.lead[1]
+            episode = jnp.cumsum(batch.episode_starts(), axis=1)  # [B, T] segment ids
             t = jnp.arange(T)
             allowed = (t[None, :, None] > t[None, None, :]) & (episode[:, :, None] == episode[:, None, :])
-        else:  # replay batch: every other sample
+        else:  # transitions: every other sample
             phi, allowed = phi[None], ~jnp.eye(phi.shape[0], dtype=bool)[None]
         sq = jnp.sum(phi * phi, -1)
         d2 = jnp.maximum(sq[..., :, None] + sq[..., None, :] - 2 * phi @ jnp.swapaxes(phi, -1, -2), 0.0)
         k = min(self.k, d2.shape[-1])
         d2k = smallest(jnp.where(allowed, d2, jnp.inf), k)
-        exists = jnp.isfinite(d2k)
-        if len(lead) == 2:  # back to [T, E] order
-            d2k, exists = d2k.transpose(1, 0, 2), exists.transpose(1, 0, 2)
-        return d2k.reshape(-1, k), exists.reshape(-1, k)
+        return d2k.reshape(-1, k), jnp.isfinite(d2k).reshape(-1, k)
 
     def reward(self, state, batch):
-        lead = leading(batch)
         d2k, exists = self._knn_sq(state, batch)
         mean = jnp.maximum(state.fixed["dist"].mean, 1e-8)  # d_m^2
         d = jnp.maximum(jnp.where(exists, d2k, 0.0) / mean - self.cluster, 0.0)
@@ -174,11 +166,11 @@ class NGU(_InverseDynamicsTerm):
         # would dominate the stream's statistics)
         r = jnp.where(exists.any(-1), 1.0 / (jnp.sqrt(kernel.sum(-1)) + self.c), 0.0)
         if self.lifelong:
-            err = self.rnd.reward(state.fixed["rnd"], batch).reshape(-1)
+            err = batch.flat(self.rnd.reward(state.fixed["rnd"], batch))
             stats = state.fixed["err"]
             alpha = 1.0 + (err - stats.mean) / jnp.sqrt(stats.var + 1e-8)
             r = r * jnp.clip(alpha, 1.0, self.max_modulator)
-        return r.reshape(lead)
+        return batch.unflat(r)
 
     def update(self, state, batch, key):
         d2k, exists = self._knn_sq(state, batch)
@@ -188,7 +180,7 @@ class NGU(_InverseDynamicsTerm):
         fixed["dist"] = fixed["dist"].merge(jnp.full((1,), mean), (0,))
         metrics = {}
         if self.lifelong:
-            fixed["err"] = fixed["err"].merge(self.rnd.reward(fixed["rnd"], batch).reshape(-1), (0,))
+            fixed["err"] = fixed["err"].merge(batch.flat(self.rnd.reward(fixed["rnd"], batch)), (0,))
             fixed["rnd"], m = self.rnd.update(fixed["rnd"], batch, key)
             metrics.update({f"rnd_{k}": v for k, v in m.items()})
         state, m = self._train(state.replace(fixed=fixed), batch)

@@ -18,15 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from rl.nets import MLP
-from rl.rewards.learned import (
-    InverseDynamics,
-    LearnedState,
-    action_input,
-    flat,
-    leading,
-    spec_fields,
-    train_step,
-)
+from rl.rewards.learned import InverseDynamics, LearnedState, action_input, spec_fields, train_step
 
 
 class ICMNets(nn.Module):
@@ -53,6 +45,8 @@ class ICM:
     hidden: tuple[int, ...] = (256,)
     lr: float = 1e-3
 
+    reads = frozenset({"obs", "action", "next_obs"})
+
     def net(self, obs_shape, action_dim: int) -> ICMNets:
         return ICMNets(tuple(obs_shape), tuple(self.hidden), self.features, action_dim)
 
@@ -64,21 +58,18 @@ class ICM:
         return LearnedState(params, optax.adam(self.lr).init(params), **fields)
 
     def _apply(self, state, params, batch):
-        lead = leading(batch)
-        obs, next_obs = flat(batch["obs"], lead), flat(batch["next_obs"], lead)
+        obs, next_obs = batch.flat(batch.obs), batch.flat(batch.next_obs)
         net = self.net(obs.shape[1:], state.action_dim)
-        return lead, net.apply(
-            {"params": params}, obs, next_obs, action_input(state, flat(batch["action"], lead))
-        )
+        return net.apply({"params": params}, obs, next_obs, action_input(state, batch.flat(batch.action)))
 
     def reward(self, state, batch):
-        lead, (phi_next, pred, _) = self._apply(state, state.params, batch)
-        return (0.5 * self.eta * jnp.sum((pred - phi_next) ** 2, -1)).reshape(lead)
+        phi_next, pred, _ = self._apply(state, state.params, batch)
+        return batch.unflat(0.5 * self.eta * jnp.sum((pred - phi_next) ** 2, -1))
 
     def losses(self, state, params, batch):
         """(L_I, L_F) of eq. 7 on ``batch``."""
-        lead, (phi_next, pred, a_hat) = self._apply(state, params, batch)
-        action = flat(batch["action"], lead)
+        phi_next, pred, a_hat = self._apply(state, params, batch)
+        action = batch.flat(batch.action)
         if state.discrete:
             inverse = optax.softmax_cross_entropy_with_integer_labels(a_hat, action.reshape(-1)).mean()
         else:

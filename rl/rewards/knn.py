@@ -19,14 +19,17 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from rl.rewards.learned import Embedding, flat, knn_distance, leading
+from rl.rewards.learned import Embedding, knn_distance
+from rl.rewards.term import Fixed
 
 
 @dataclass(frozen=True)
-class RE3:
+class RE3(Fixed):
     k: int = 3
     features: int = 128  # random encoder output
     hidden: tuple[int, ...] = (256,)
+
+    reads = frozenset({"obs"})
 
     def encoder(self, obs_shape) -> Embedding:
         return Embedding(tuple(obs_shape), tuple(self.hidden), self.features)
@@ -36,26 +39,17 @@ class RE3:
         return self.encoder(spec.obs_shape).init(key, obs)["params"]  # fixed: never trained
 
     def reward(self, state, batch):
-        lead = leading(batch)
-        obs = flat(batch["obs"], lead)
+        obs = batch.flat(batch.obs)
         y = self.encoder(obs.shape[1:]).apply({"params": state}, obs)
-        return jnp.log(knn_distance(y, self.k) + 1.0).reshape(lead)
-
-    def update(self, state, batch, key):
-        return state, {}
+        return batch.unflat(jnp.log(knn_distance(y, self.k) + 1.0))
 
 
 @dataclass(frozen=True)
-class StateEntropy:
+class StateEntropy(Fixed):
     k: int = 5
 
-    def init(self, key, spec):
-        return ()
+    reads = frozenset({"obs"})
 
     def reward(self, state, batch):
-        lead = leading(batch)
-        obs = flat(batch["obs"], lead)
-        return knn_distance(obs.reshape(obs.shape[0], -1), self.k).reshape(lead)
-
-    def update(self, state, batch, key):
-        return state, {}
+        obs = batch.flat(batch.obs)
+        return batch.unflat(knn_distance(obs.reshape(obs.shape[0], -1), self.k))

@@ -1,8 +1,8 @@
-"""What the learned and embedding-based reward terms share: the batch layout, an observation
-embedding, action inputs, one optimizer step, and k-nearest-neighbour distances.
+"""What the learned and embedding-based reward terms share: an observation embedding, action
+inputs, one optimizer step, and k-nearest-neighbour distances.
 
-Terms see batches with any leading axes ([B] replay transitions, [T, E] PPO rollouts); they
-flatten those to one batch axis, compute, and give back one value per leading index.
+Terms see ``Transitions`` [B] or ``Sequences`` [B, T] (``rl.batch``); they fold the leading
+axes into one (``batch.flat``), compute, and give back one value per sample (``batch.unflat``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,6 @@ import jax.numpy as jnp
 import optax
 
 from rl.nets import MLP, encoder_for
-
-
-def leading(batch: dict) -> tuple[int, ...]:
-    """The batch's leading axes: those of ``terminated`` ([B] or [T, E])."""
-    return tuple(batch["terminated"].shape)
-
-
-def flat(x, lead: tuple[int, ...]):
-    return x.reshape(-1, *x.shape[len(lead) :])
 
 
 class Embedding(nn.Module):

@@ -6,7 +6,7 @@ observations seen (section 2.2). The bonus of reaching s' is the prediction erro
 unlike those trained on. Observations are normalized by running per-dimension mean and std
 and clipped to [-5, 5] before both networks (section 2.4). The reward normalization of section
 2.4 (divide by a running std of the intrinsic return) is the stream's ``normalize='return'``,
-the default for ``rnd`` in a config-built Shaper. Each update trains the predictor on a random
+the default for ``rnd`` in a config-built Shaper (``stream_defaults``). Each update trains the predictor on a random
 ``update_proportion`` of the batch (the reference's 0.25).
 """
 
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rl.rewards.learned import Embedding, LearnedState, flat, leading, spec_fields, train_step
+from rl.rewards.learned import Embedding, LearnedState, spec_fields, train_step
 from rl.rewards.stats import RunningStats
 
 
@@ -29,6 +29,9 @@ class RND:
     lr: float = 1e-4
     update_proportion: float = 0.25
     obs_clip: float = 5.0
+
+    reads = frozenset({"next_obs"})
+    stream_defaults = {"normalize": "return"}  # section 2.4: divide by the intrinsic return's std
 
     def nets(self, obs_shape):
         hidden = tuple(self.hidden)
@@ -52,23 +55,23 @@ class RND:
         return jnp.clip(x, -self.obs_clip, self.obs_clip)
 
     def _errors(self, state, params, batch):
-        lead = leading(batch)
-        x = self._normalized(state, flat(batch["next_obs"], lead))
+        x = self._normalized(state, batch.flat(batch.next_obs))
         target, predictor = self.nets(x.shape[1:])
         y = jax.lax.stop_gradient(target.apply({"params": state.fixed["target"]}, x))
-        return lead, jnp.mean((predictor.apply({"params": params}, x) - y) ** 2, -1)
+        return jnp.mean((predictor.apply({"params": params}, x) - y) ** 2, -1)
 
     def reward(self, state, batch):
-        lead, err = self._errors(state, state.params, batch)
-        return err.reshape(lead)
+        return batch.unflat(self._errors(state, state.params, batch))
 
     def update(self, state, batch, key):
+        valid = batch.flat(batch.mask).astype(jnp.float32)
+
         def loss_fn(params):
-            _, err = self._errors(state, params, batch)
-            mask = (jax.random.uniform(key, err.shape) < self.update_proportion).astype(jnp.float32)
+            err = self._errors(state, params, batch)
+            mask = (jax.random.uniform(key, err.shape) < self.update_proportion).astype(jnp.float32) * valid
             return jnp.sum(err * mask) / jnp.maximum(mask.sum(), 1.0), {}
 
         state, metrics = train_step(state, loss_fn, optax.adam(self.lr))
-        lead = leading(batch)
-        stats = state.fixed["obs_stats"].merge(flat(batch["next_obs"], lead).astype(jnp.float32), (0,))
+        next_obs = batch.flat(batch.next_obs).astype(jnp.float32)
+        stats = state.fixed["obs_stats"].merge_masked(next_obs, batch.flat(batch.mask))
         return state.replace(fixed={**state.fixed, "obs_stats": stats}), metrics

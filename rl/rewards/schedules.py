@@ -1,4 +1,5 @@
-"""Weight schedules of a reward stream: functions of ``t``, the Shaper's update count.
+"""Weight schedules of a reward stream: functions of ``t``, the env-step clock (env steps taken,
+the same under every agent).
 
 A stream's weight is a number (constant) or one of these. They are frozen dataclasses, so a
 Shaper holding them stays hashable and static under jit.
@@ -6,6 +7,7 @@ Shaper holding them stays hashable and static under jit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -21,7 +23,7 @@ class Constant:
 
 @dataclass(frozen=True)
 class Linear:
-    """From ``start`` to ``end`` over ``steps`` updates, then ``end``."""
+    """From ``start`` to ``end`` over ``steps`` env steps, then ``end``."""
 
     start: float
     end: float
@@ -34,15 +36,16 @@ class Linear:
 
 @dataclass(frozen=True)
 class Decay:
-    """``beta * (1 - kappa) ** t``: the intrinsic-reward coefficient of RLeXplore (Yuan et al.
-    2024, "RLeXplore: Accelerating Research in Intrinsically-Motivated Reinforcement Learning")
-    and HIRE."""
+    """``beta * (1 - kappa) ** t``, t in env steps: the intrinsic-reward coefficient of
+    RLeXplore (Yuan et al. 2024, "RLeXplore: Accelerating Research in Intrinsically-Motivated
+    Reinforcement Learning") and HIRE. Computed as exp(t log(1 - kappa)), exact in float32 for
+    the small per-step kappa an env-step clock needs."""
 
     beta: float
     kappa: float
 
     def __call__(self, t):
-        return self.beta * (1.0 - self.kappa) ** jnp.asarray(t, jnp.float32)
+        return self.beta * jnp.exp(jnp.asarray(t, jnp.float32) * math.log1p(-self.kappa))
 
 
 Schedule = Constant | Linear | Decay

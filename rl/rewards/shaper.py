@@ -1,43 +1,59 @@
 """The Shaper: named reward streams, each weighted, normalized and transformed on its own, fused
 into the one reward the agent trains on.
 
-    total = sum_{extrinsic-kind streams} w_s(t) r~_s  +  w_int(t) * F({w_i(t) r~_i : intrinsic i})
+    total = sum_{extrinsic-kind s} w_s(t) r~_s  +  w_int(t) * F({w_i(t) r~_i : intrinsic i})
 
-where ``r~`` is a stream's value after its normalization and transforms, ``t`` counts
-``update`` calls, and ``F`` is the fusion of HIRE (Yuan et al., "Deep Reinforcement Learning
-with Hybrid Intrinsic Reward Model"): ``sum``, ``product``, ``max`` (elementwise over the
-intrinsic streams) or ``cycle`` (one intrinsic stream at a time, switching every
-``cycle_every`` updates). The env reward (``Extrinsic``) and potential-based shaping are
+``r~`` is a stream's value after its normalization and transforms and ``t`` is the env-step
+clock (env steps taken, the same under every agent). ``F`` is the fusion of HIRE (Yuan et al.,
+"Deep Reinforcement Learning with Hybrid Intrinsic Reward Model"): ``sum``, ``product``,
+``max`` (elementwise over the intrinsic streams) or ``cycle`` (one intrinsic stream at a time,
+switching every ``cycle_every`` env steps). The env reward and potential-based shaping are
 extrinsic-kind streams: always summed, never fused.
+
+Vector rewards ([..., k], multi-objective envs) stay vectors: the env reward's statistics are
+per objective, a scalar stream is added to every objective, and an optional final
+``scalarize`` stage (``linear`` or ``chebyshev`` over a preference) makes the total scalar.
+
+Two calls: ``shaper(state, batch, t) -> Rewards`` (pure: the current statistics) and
+``shaper.step(state, batch, key, t) -> (state, Rewards, metrics)`` for training, which
+computes each term's reward once, folds it into the running statistics *before* normalizing
+(as the reference implementations do), then updates the learned terms on the batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
+from flax import serialization
 
-from rl.rewards import transforms
+from rl.batch import Sequences, Transitions
+from rl.returns import discounted_returns
+from rl.rewards import registry, transforms
 from rl.rewards.schedules import Schedule, as_schedule
 from rl.rewards.stats import RunningStats
 from rl.rewards.term import Extrinsic, Term
 
 FUSIONS = ("sum", "product", "max", "cycle")
+SCALARIZATIONS = ("none", "linear", "chebyshev")
 
 
 @dataclass(frozen=True)
 class Stream:
     """One named term in the Shaper.
 
-    ``weight``: a number or a schedule (``rl.rewards.schedules``). ``normalize``: ``none``,
-    ``std`` (divide by the running std of the values, sign kept), ``meanstd`` (standardize) or
-    ``return`` (divide by the running std of the discounted return, as RND; needs [T, E]
-    rollouts; on replay batches, which have no time order, the std of the values). Then
-    ``symlog`` and ``clip`` (to [-clip, clip]) if set. ``intrinsic`` streams are fused; None
-    takes the term's ``intrinsic`` attribute (False for the env reward and potential-based
-    shaping), True if it has none."""
+    ``weight``: a number or a schedule of env steps (``rl.rewards.schedules``). ``normalize``:
+    ``none``, ``std`` (divide by the running std of the values, sign kept), ``meanstd``
+    (standardize) or ``return`` (divide by the running std of the discounted return, as RND;
+    along the rows of ``Sequences``, carried across calls for PPO's rollouts; on
+    ``Transitions``, which have no time order, the std of the values). Then ``symlog`` and
+    ``clip`` (to [-clip, clip]) if set. ``intrinsic`` streams are fused; None takes the term's
+    ``intrinsic`` attribute (False for the env reward and potential-based shaping), True if
+    it has none. ``gamma`` (of ``return``) is the agent's, set by :meth:`Shaper.bind`."""
 
     name: str
     term: Term
@@ -46,7 +62,7 @@ class Stream:
     symlog: bool = False
     clip: float | None = None
     intrinsic: bool | None = None
-    gamma: float = 0.99  # discount of the ``return`` normalization
+    gamma: float | None = None
 
     def __post_init__(self):
         if self.normalize not in transforms.NORMALIZE:
@@ -57,27 +73,89 @@ class Stream:
         if self.intrinsic is None:
             object.__setattr__(self, "intrinsic", bool(getattr(self.term, "intrinsic", True)))
 
+    @property
+    def transformed(self) -> bool:
+        return self.normalize != "none" or self.symlog or self.clip is not None
 
-class ShaperState(NamedTuple):
+
+@flax.struct.dataclass
+class ShaperState:
     terms: dict  # name -> the term's state
-    stats: dict  # name -> RunningStats (normalized streams only)
-    returns: dict  # name -> [E] running discounted return (``return``-normalized streams only)
-    updates: jax.Array  # update() calls so far: drives the schedules and the cycle
+    stats: dict  # name -> RunningStats (normalized streams; per objective for vector streams)
+    returns: dict  # name -> [num_envs] running discounted return (``return``-normalized streams)
+    frozen: dict  # name -> assets of terms with ``frozen()`` (weights): never checkpointed
+
+
+def _state_dict(s: ShaperState) -> dict:  # checkpoints leave the frozen assets out
+    return {k: serialization.to_state_dict(getattr(s, k)) for k in ("terms", "stats", "returns")}
+
+
+def _from_state_dict(template: ShaperState, d: dict) -> ShaperState:
+    for k in ("terms", "stats", "returns"):
+        saved, expected = set(d.get(k, {})), set(getattr(template, k))
+        if saved != expected:  # flax would drop or invent a term's state without a word
+            raise ValueError(
+                f"the checkpoint's Shaper {k} are {sorted(saved)} but this Shaper's are "
+                f"{sorted(expected)}: it is not the Shaper the run trained with"
+            )
+    return ShaperState(
+        *(serialization.from_state_dict(getattr(template, k), d[k]) for k in ("terms", "stats", "returns")),
+        template.frozen,  # loaded afresh by init
+    )
+
+
+serialization.register_serialization_state(ShaperState, _state_dict, _from_state_dict, override=True)
+
+
+@flax.struct.dataclass
+class Rewards:
+    """What the Shaper returns: the ``total`` the agent trains on ([...] or [..., k]), each
+    stream's ``raw`` per-sample values, their values after normalization and transforms
+    (``norm``, streams that have any), the fused intrinsic reward and the weights in force."""
+
+    total: jax.Array
+    raw: dict
+    norm: dict
+    intrinsic: Any
+    weights: dict
+
+    def means(self, mask=None) -> dict:
+        """Scalars for logging: ``reward/<name>`` (raw), ``reward/<name>_norm``,
+        ``reward/intrinsic`` and ``reward/<name>_weight``, means over the (masked) batch."""
+
+        def mean(x):
+            if mask is None:
+                return jnp.mean(x)
+            m = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape)
+            return jnp.sum(jnp.where(m, x, 0.0)) / jnp.maximum(jnp.sum(m), 1)
+
+        out = {f"reward/{k}": mean(v) for k, v in self.raw.items()}
+        out.update({f"reward/{k}_norm": mean(v) for k, v in self.norm.items()})
+        out.update({f"reward/{k}_weight": w for k, w in self.weights.items()})
+        if self.intrinsic is not None:
+            out["reward/intrinsic"] = mean(self.intrinsic)
+        return out
+
+
+def _start_returns(carry, raw, batch):
+    """The returns a ``Sequences`` batch continues: the carried ones for PPO's rollouts, zeros
+    for replay windows (each row starts its own)."""
+    return carry if batch.rollout else jnp.zeros_like(raw[:, 0])
 
 
 @dataclass(frozen=True)
 class Shaper:
-    """``reward(state, batch) -> (reward, info)`` and ``update(state, batch, key)``.
-
-    ``info`` holds each stream's mean raw value (``reward/<name>``), its mean after
-    normalization and transforms (``reward/<name>_norm``, where it has any) and the fused
-    intrinsic reward (``reward/intrinsic``). The default Shaper is the env reward, unchanged.
-    """
+    """The training reward: ``shaper(state, batch, t)`` and ``shaper.step(state, batch, key, t)``.
+    The default Shaper is the env reward, unchanged."""
 
     streams: tuple[Stream, ...] = field(default_factory=lambda: (Stream("extrinsic", Extrinsic()),))
     fuse: str = "sum"
-    cycle_every: int = 1000  # updates per active intrinsic stream with fuse="cycle"
+    cycle_every: int = 100_000  # env steps per active intrinsic stream with fuse="cycle"
     intrinsic_weight: float | Schedule = 1.0  # w_int(t): scales the fused intrinsic reward
+    scalarize: str = "none"  # vector rewards: linear | chebyshev over ``preference``
+    preference: tuple[float, ...] | None = None  # None: the batch's extras["preference"]
+    utopia: tuple[float, ...] | None = None  # chebyshev's reference point z (None: zeros)
+    fit_every: int = 0  # env steps between ``fit`` calls of the fitted terms (0: every update batch)
 
     def __post_init__(self):
         names = [s.name for s in self.streams]
@@ -87,30 +165,125 @@ class Shaper:
             raise ValueError(f"Shaper stream names must be unique, got {names}")
         if self.fuse not in FUSIONS:
             raise ValueError(f"unknown fusion '{self.fuse}'; available: {', '.join(FUSIONS)}")
+        if self.scalarize not in SCALARIZATIONS:
+            raise ValueError(f"unknown scalarize '{self.scalarize}'; available: {', '.join(SCALARIZATIONS)}")
         if self.cycle_every < 1:
-            raise ValueError(f"cycle_every must be >= 1, got {self.cycle_every}")
+            raise ValueError(f"cycle_every must be >= 1 env step, got {self.cycle_every}")
         object.__setattr__(self, "intrinsic_weight", as_schedule(self.intrinsic_weight))
+
+    # -- building ------------------------------------------------------------------------
+
+    def bind(self, gamma: float) -> Shaper:
+        """This Shaper with the agent's discount in every discount-dependent piece (``return``
+        normalization, potential-based shaping), so there is one gamma."""
+
+        def term(t):
+            if hasattr(t, "__dataclass_fields__") and "gamma" in t.__dataclass_fields__:
+                return replace(t, gamma=float(gamma))
+            return t
+
+        return replace(
+            self, streams=tuple(replace(s, term=term(s.term), gamma=float(gamma)) for s in self.streams)
+        )
+
+    def reads(self) -> dict[str, frozenset[str]]:
+        return {s.name: frozenset(getattr(s.term, "reads", frozenset())) for s in self.streams}
+
+    def check(self, provided, who: str) -> None:
+        """Fail, naming the stream and the field, if a term reads what ``who`` does not provide."""
+        provided = frozenset(provided)
+        for s in self.streams:
+            missing = sorted(frozenset(getattr(s.term, "reads", frozenset())) - provided)
+            if missing:
+                raise ValueError(
+                    f"reward stream '{s.name}' ({registry.kind_of(s.term)}) reads {missing}, which "
+                    f"{who} does not provide; it provides: {', '.join(sorted(provided))}"
+                )
+
+    def describe(self) -> list[dict]:
+        """What identifies this Shaper across processes (checkpoints compare it on resume)."""
+        out = []
+        for s in self.streams:
+            text = re.sub(r" at 0x[0-9a-f]+", "", repr(s.term))
+            out.append(
+                {
+                    "name": s.name,
+                    "kind": registry.kind_of(s.term),
+                    "term": text,
+                    "weight": repr(s.weight),
+                    "normalize": s.normalize,
+                    "symlog": s.symlog,
+                    "clip": s.clip,
+                    "intrinsic": s.intrinsic,
+                }
+            )
+        head = {
+            "fuse": self.fuse,
+            "cycle_every": self.cycle_every,
+            "intrinsic_weight": repr(self.intrinsic_weight),
+        }
+        return [head, *out]
+
+    def annotators(self) -> list:
+        """The terms that write extra replay fields on the host (``annotate``)."""
+        return [s.term for s in self.streams if hasattr(s.term, "annotate")]
+
+    def annotations(self, spec) -> dict:
+        """{field: (shape, dtype)} the annotators write: the replay declares them."""
+        out = {}
+        for term in self.annotators():
+            out.update(term.annotations(spec))
+        return out
+
+    def fitted(self) -> list[Stream]:
+        """Streams whose term trains on its own data and cadence (``fit``)."""
+        return [s for s in self.streams if hasattr(s.term, "fit")]
+
+    # -- state ---------------------------------------------------------------------------
 
     def init(self, key, spec) -> ShaperState:
         keys = jax.random.split(key, len(self.streams))
         terms = {s.name: s.term.init(k, spec) for s, k in zip(self.streams, keys)}
-        stats = {s.name: RunningStats.zeros() for s in self.streams if s.normalize != "none"}
+        vector = tuple(getattr(spec, "reward_shape", ()))
+        stats = {
+            s.name: RunningStats.zeros(vector if getattr(s.term, "per_objective", False) else ())
+            for s in self.streams
+            if s.normalize != "none"
+        }
         num_envs = getattr(spec, "num_envs", 1)
-        returns = {s.name: jnp.zeros(num_envs, jnp.float32) for s in self.streams if s.normalize == "return"}
-        return ShaperState(terms, stats, returns, jnp.int32(0))
+        returns = {
+            s.name: jnp.zeros((num_envs, *stats[s.name].mean.shape), jnp.float32)
+            for s in self.streams
+            if s.normalize == "return"
+        }
+        frozen = {s.name: s.term.frozen() for s in self.streams if hasattr(s.term, "frozen")}
+        return ShaperState(terms, stats, returns, frozen)
 
-    def weight(self, stream: Stream, state: ShaperState):
-        return stream.weight(state.updates)
+    # -- rewards -------------------------------------------------------------------------
 
-    def _transform(self, s: Stream, state: ShaperState, r):
-        r = transforms.normalize(s.normalize, state.stats.get(s.name), r)
+    def _raw(self, s: Stream, state: ShaperState, batch):
+        if s.name in state.frozen:
+            return s.term.reward(state.terms[s.name], batch, state.frozen[s.name])
+        return s.term.reward(state.terms[s.name], batch)
+
+    def _stat_values(self, s: Stream, state: ShaperState, raw, batch):
+        """What a stream's running statistics see: the values, or their discounted returns
+        along the rows of a ``Sequences`` (``return``); and the carried returns after."""
+        if s.normalize == "return" and isinstance(batch, Sequences):
+            carry = _start_returns(state.returns[s.name], raw, batch)
+            rets, last = jax.vmap(discounted_returns, in_axes=(0, 0, None))(raw, carry, s.gamma)
+            return rets, last if batch.rollout else state.returns[s.name]
+        return raw, state.returns.get(s.name)
+
+    def _transform(self, s: Stream, stats, r):
+        r = transforms.normalize(s.normalize, stats, r)
         if s.symlog:
             r = transforms.symlog(r)
         if s.clip is not None:
             r = jnp.clip(r, -s.clip, s.clip)
         return r
 
-    def _fuse(self, values: list, state: ShaperState):
+    def _fuse(self, values: list, t):
         stacked = jnp.stack(values)
         if self.fuse == "sum":
             return stacked.sum(0)
@@ -118,38 +291,86 @@ class Shaper:
             return stacked.prod(0)
         if self.fuse == "max":
             return stacked.max(0)
-        active = (state.updates // self.cycle_every) % len(values)  # cycle
+        active = (jnp.asarray(t, jnp.int32) // self.cycle_every) % len(values)  # cycle
         return stacked[active]
 
-    def reward(self, state: ShaperState, batch: dict) -> tuple[jax.Array, dict[str, Any]]:
-        total, intrinsic, info = 0.0, [], {}
-        for s in self.streams:
-            raw = s.term.reward(state.terms[s.name], batch)
-            info[f"reward/{s.name}"] = jnp.mean(raw)
-            r = self._transform(s, state, raw)
-            if r is not raw:
-                info[f"reward/{s.name}_norm"] = jnp.mean(r)
-            r = self.weight(s, state) * r
-            if s.intrinsic:
-                intrinsic.append(r)
-            else:
-                total = total + r
-        if intrinsic:
-            fused = self.intrinsic_weight(state.updates) * self._fuse(intrinsic, state)
-            info["reward/intrinsic"] = jnp.mean(fused)
-            total = total + fused
-        return total, info
+    def _combine(self, raw: dict, stats: dict, batch, t) -> Rewards:
+        lead = batch.lead
+        vector = batch.reward.shape[len(lead) :]
 
-    def update(self, state: ShaperState, batch: dict, key) -> tuple[ShaperState, dict]:
-        """Train the learned terms on ``batch`` and fold its raw values into the running stats."""
-        terms, stats, returns, metrics = dict(state.terms), dict(state.stats), dict(state.returns), {}
-        keys = jax.random.split(key, len(self.streams))
-        for s, k in zip(self.streams, keys):
-            if s.normalize != "none":
-                r = s.term.reward(state.terms[s.name], batch)
-                if s.normalize == "return" and r.ndim == 2:  # a [T, E] rollout: time-ordered
-                    r, returns[s.name] = transforms.discounted_returns(r, returns[s.name], s.gamma)
-                stats[s.name] = stats[s.name].merge(r, tuple(range(r.ndim)))
-            terms[s.name], m = s.term.update(state.terms[s.name], batch, k)
-            metrics.update({f"reward/{s.name}/{key}": v for key, v in m.items()})
-        return ShaperState(terms, stats, returns, state.updates + 1), metrics
+        def widen(x):  # a scalar stream counts in every objective of a vector reward
+            return x.reshape(*x.shape, *(1,) * len(vector)) if vector and x.ndim == len(lead) else x
+
+        total, intrinsic, norm, weights = jnp.zeros(lead + vector, jnp.float32), [], {}, {}
+        for s in self.streams:
+            r = raw[s.name]
+            if s.transformed:
+                r = norm[s.name] = self._transform(s, stats.get(s.name), r)
+            w = weights[s.name] = s.weight(t)
+            if s.intrinsic:
+                intrinsic.append(widen(w * r))
+            else:
+                total = total + widen(w * r)
+        fused = None
+        if intrinsic:
+            fused = self.intrinsic_weight(t) * self._fuse(intrinsic, t)
+            total = total + fused
+        if self.scalarize != "none":
+            total = self._scalarize(total, batch, vector)
+        return Rewards(total, raw, norm, fused, weights)
+
+    def _scalarize(self, total, batch, vector):
+        if not vector:
+            raise ValueError(f"scalarize={self.scalarize!r} needs a vector reward; this one is scalar")
+        pref = (
+            jnp.asarray(self.preference, jnp.float32)
+            if self.preference is not None
+            else batch.get("preference").astype(jnp.float32)
+        )
+        if self.scalarize == "linear":
+            return jnp.sum(pref * total, -1)
+        z = jnp.zeros(vector, jnp.float32) if self.utopia is None else jnp.asarray(self.utopia, jnp.float32)
+        return -jnp.max(pref * jnp.abs(z - total), -1)  # Chebyshev: -max_i w_i |z_i - r_i|
+
+    def __call__(self, state: ShaperState, batch: Transitions | Sequences, t) -> Rewards:
+        """The rewards of ``batch`` at env step ``t`` under the current statistics (pure)."""
+        raw = {s.name: self._raw(s, state, batch) for s in self.streams}
+        return self._combine(raw, state.stats, batch, t)
+
+    def step(self, state: ShaperState, batch, key, t) -> tuple[ShaperState, Rewards, dict]:
+        """Training: each term's reward once, folded into its running statistics before it is
+        normalized, then the learned terms' ``update`` on ``batch``. Masked samples (padding)
+        are left out of the statistics."""
+        raw = {s.name: self._raw(s, state, batch) for s in self.streams}
+        stats, returns = dict(state.stats), dict(state.returns)
+        mask = batch.mask
+        for s in self.streams:
+            if s.normalize == "none":
+                continue
+            values, carried = self._stat_values(s, state, raw[s.name], batch)
+            if carried is not None:
+                returns[s.name] = carried
+            stats[s.name] = stats[s.name].merge_masked(values, mask)
+        rewards = self._combine(raw, stats, batch, t)
+        terms, metrics = dict(state.terms), {}
+        for s, k in zip(self.streams, jax.random.split(key, len(self.streams))):
+            if s.name in state.frozen:
+                terms[s.name], m = s.term.update(state.terms[s.name], batch, k, state.frozen[s.name])
+            else:
+                terms[s.name], m = s.term.update(state.terms[s.name], batch, k)
+            metrics.update({f"reward/{s.name}/{name}": v for name, v in m.items()})
+        return ShaperState(terms, stats, returns, state.frozen), rewards, metrics
+
+    def fit_due(self, t_before, t_after):
+        """Whether ``fit`` is due between env steps ``t_before`` and ``t_after`` (traced or not)."""
+        if self.fit_every <= 0:
+            return t_after > t_before
+        return (t_after // self.fit_every) > (t_before // self.fit_every)
+
+    def fit(self, state: ShaperState, data, key) -> tuple[ShaperState, dict]:
+        """Train the terms that have ``fit`` on ``data`` (their own data, at their cadence)."""
+        terms, metrics = dict(state.terms), {}
+        for s, k in zip(self.fitted(), jax.random.split(key, max(len(self.fitted()), 1))):
+            terms[s.name], m = s.term.fit(state.terms[s.name], data, k)
+            metrics.update({f"reward/{s.name}/{name}": v for name, v in m.items()})
+        return state.replace(terms=terms), metrics

@@ -10,16 +10,20 @@ same return. Smoothing runs once per episode, when it ends, on the episode's rew
 - ``ema``: causal exponential moving average, r~_t = alpha r_t + (1 - alpha) r~_{t-1}, r~_{-1} = 0
   (alpha 0.33): the only one that does not move reward earlier in time.
 
-Host numpy on one episode [L] or [L, k]: episodes are short, and their lengths vary.
-``EpisodeSmoother`` keeps the open episodes of a vector env and hands each finished one back
-smoothed (SAC writes it into the replay's ``smoothed_reward`` field with
-``Replay.write_episode``); ``smooth_segments`` smooths a [T, E] rollout episode by episode
-(PPO: an episode cut by the rollout's ends is smoothed over the part inside it).
+Host numpy on one episode [L] or [L, k]: episodes are short, and their lengths vary. The
+``DreamSmooth`` term is an annotator (``rl.rewards.annotate``): it writes the smoothed copy
+into the replay field ``smoothed_reward`` when each episode ends (SAC; PPO smooths each
+episode segment of its rollout), for every agent alike; the raw reward stays, and the term's
+reward is that field (``shaper.smoothing=gaussian`` makes it the env-reward stream).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from rl.rewards.term import Fixed
 
 SMOOTHERS = ("gaussian", "uniform", "ema")
 
@@ -69,33 +73,45 @@ def smooth(r, mode: str, **kwargs) -> np.ndarray:
     return fns[mode](r, **kwargs).astype(np.float32)
 
 
-class EpisodeSmoother:
-    """The rewards of each env's open episode; ``step`` returns the finished ones, smoothed."""
+@dataclass(frozen=True)
+class DreamSmooth(Fixed):
+    """The env reward smoothed within each episode: reads the replay field ``field`` that its
+    ``annotate`` writes at episode end (until then the field holds the raw reward)."""
 
-    def __init__(self, num_envs: int, mode: str, **kwargs):
-        smooth(np.zeros(1), mode, **kwargs)  # a bad mode or option fails here
-        self.mode, self.kwargs = mode, kwargs
-        self.open: list[list] = [[] for _ in range(num_envs)]
+    mode: str = "gaussian"  # gaussian | uniform | ema
+    sigma: float = 3.0  # gaussian
+    size: int = 9  # uniform window
+    alpha: float = 0.33  # ema
+    field: str = "smoothed_reward"
 
-    def step(self, reward, done) -> list[tuple[int, np.ndarray]]:
-        """Record one vector step; [(env, smoothed rewards)] for the episodes it ended."""
-        finished = []
-        for e, r in enumerate(np.asarray(reward)):
-            self.open[e].append(r)
-            if done[e]:
-                finished.append((e, smooth(np.asarray(self.open[e]), self.mode, **self.kwargs)))
-                self.open[e] = []
-        return finished
+    intrinsic = False
+    per_objective = True
 
+    def __post_init__(self):
+        if self.mode not in SMOOTHERS:
+            raise ValueError(f"unknown smoothing '{self.mode}'; choices: {', '.join(SMOOTHERS)}")
+        if self.sigma <= 0 or self.size < 1 or not 0 < self.alpha <= 1:
+            raise ValueError("smoothing needs sigma > 0, size >= 1 and 0 < alpha <= 1")
 
-def smooth_segments(reward, done, mode: str, **kwargs) -> np.ndarray:
-    """``reward`` [T, E, ...] smoothed within each episode segment (split after ``done``)."""
-    reward, done = np.asarray(reward), np.asarray(done)
-    out = np.zeros(reward.shape, np.float32)
-    for e in range(reward.shape[1]):
-        start = 0
-        for t in [*np.flatnonzero(done[:, e]), reward.shape[0] - 1]:
-            if t >= start:
-                out[start : t + 1, e] = smooth(reward[start : t + 1, e], mode, **kwargs)
-                start = t + 1
-    return out
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset({self.field})
+
+    def options(self) -> dict:
+        return {
+            "gaussian": {"sigma": self.sigma},
+            "uniform": {"size": self.size},
+            "ema": {"alpha": self.alpha},
+        }[self.mode]
+
+    def annotations(self, spec) -> dict:
+        return {self.field: (tuple(spec.reward_shape), "float32")}
+
+    def pending(self, step: dict) -> dict:
+        return {self.field: step["reward"]}
+
+    def annotate(self, episode: dict) -> dict:
+        return {self.field: smooth(episode["reward"], self.mode, **self.options())}
+
+    def reward(self, state, batch):
+        return batch.get(self.field)

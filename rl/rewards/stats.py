@@ -41,3 +41,18 @@ class RunningStats(NamedTuple):
 
     def normalize(self, x, eps: float = 1e-8):
         return (x - self.mean) / (self.var + eps) ** 0.5
+
+    def merge_masked(self, x, mask) -> RunningStats:
+        """Fold the values of ``x`` where ``mask`` ([lead], the leading axes of ``x``) is true;
+        trailing axes (objectives) keep their own statistics. An all-false mask changes nothing."""
+        m = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape)
+        axes = tuple(range(mask.ndim))
+        n = jnp.sum(mask.astype(jnp.float32))
+        safe = jnp.maximum(n, 1.0)
+        b_mean = jnp.sum(jnp.where(m, x, 0.0), axes) / safe
+        b_var = jnp.sum(jnp.where(m, (x - b_mean) ** 2, 0.0), axes) / safe
+        total = self.count + n
+        delta = b_mean - self.mean
+        mean = self.mean + delta * n / total
+        m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
+        return RunningStats(mean, m2 / total, total)

@@ -1,4 +1,5 @@
-"""The Term interface and the one term every Shaper starts with: the env's own reward."""
+"""The Term interface and the terms every Shaper can start with: the env's own reward and
+potential-based shaping."""
 
 from __future__ import annotations
 
@@ -7,67 +8,88 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
-import jax.numpy as jnp
+
+from rl.batch import Sequences, Transitions
 
 TermState = Any  # a pytree: parameters, optimizer state, running statistics
+Batch = Transitions | Sequences
 
 
 class Term(Protocol):
     """A reward term: pure functions over pytrees, so it jits, vmaps and scans.
 
-    ``batch`` is a dict as the replay samples it (``obs``, ``action``, ``reward`` (the env's),
-    ``next_obs``, ``terminated``, ``truncated``, extras ...) with leading axes [B] or [B, T];
-    ``reward`` returns one value per leading index (or [..., k] for vector rewards).
+    ``batch`` is ``Transitions`` [B] or ``Sequences`` [B, T] (``rl.batch``); ``reward``
+    returns one value per sample ([B] or [B, T], or [..., k] for vector rewards). ``reads``
+    names the batch fields (core or extras) the term needs; the Shaper checks them against
+    what the agent provides before a run starts.
+
+    Optional, detected by attribute:
+
+    - ``fit(state, data, key) -> (state, metrics)``: trains on its own data at its own
+      cadence (``fit_every`` env steps), instead of or beside ``update``;
+    - ``annotate(episode) -> {field: [L, ...]}`` with ``annotations(spec)`` (the fields'
+      shapes) and ``pending(step)`` (their values until the episode ends): a host-side writer
+      of extra replay fields at episode end (DreamSmooth);
+    - ``frozen() -> assets``: loaded once (model weights), kept out of the term state and of
+      checkpoints, passed as a third argument of ``reward`` and ``update``;
+    - ``intrinsic`` (fused by the Shaper; default True) and ``per_objective`` (the values
+      carry the env reward's objectives, so statistics are kept per objective).
     """
+
+    reads: frozenset[str]
 
     def init(self, key: jax.Array, spec) -> TermState: ...
 
-    def reward(self, state: TermState, batch: dict) -> jax.Array: ...
+    def reward(self, state: TermState, batch: Batch) -> jax.Array: ...
 
-    def update(self, state: TermState, batch: dict, key: jax.Array) -> tuple[TermState, dict]: ...
+    def update(self, state: TermState, batch: Batch, key: jax.Array) -> tuple[TermState, dict]: ...
+
+
+class Fixed:
+    """Mixin of terms that learn nothing: no state, ``update`` is the identity."""
+
+    def init(self, key, spec):
+        return ()
+
+    def update(self, state, batch, key):
+        return state, {}
 
 
 @dataclass(frozen=True)
-class Extrinsic:
-    """The environment's reward as stored: ``batch[field]`` (scalar or vector). Fixed.
-    ``field="smoothed_reward"`` reads DreamSmooth's smoothed copy (``rl.rewards.smoothing``)."""
+class Extrinsic(Fixed):
+    """The environment's reward as stored: ``batch.get(field)`` (scalar or vector)."""
 
     field: str = "reward"
 
     intrinsic = False  # summed by the Shaper, never fused with the intrinsic streams
+    per_objective = True
 
-    def init(self, key, spec):
-        return ()
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset({self.field})
 
     def reward(self, state, batch):
-        return batch[self.field]
-
-    def update(self, state, batch, key):
-        return state, {}
+        return batch.get(self.field)
 
 
 @dataclass(frozen=True)
-class PotentialShaping:
+class PotentialShaping(Fixed):
     """Potential-based shaping (Ng, Harada & Russell 1999, theorem 1): F(s, s') = gamma Phi(s')
     - Phi(s) for a user potential ``Phi(obs [N, ...]) -> [N]``; adding F to the reward leaves
-    the optimal policies unchanged. A terminal s' is the absorbing state, with potential 0;
-    a truncated episode continues, so Phi(s') counts. ``potential`` must be hashable (a
-    module-level function or a frozen dataclass) so the Shaper stays static under jit."""
+    the optimal policies unchanged when gamma is the agent's (``Shaper.bind`` sets it). A
+    terminal s' is the absorbing state, with potential 0; a truncated episode continues, so
+    Phi(s') counts. ``potential`` must be hashable (a module-level function or a frozen
+    dataclass) so the Shaper stays static under jit."""
 
     potential: Callable
-    gamma: float = 0.99
+    gamma: float | None = None  # the agent's, set by Shaper.bind
 
     intrinsic = False
-
-    def init(self, key, spec):
-        return ()
+    reads = frozenset({"obs", "next_obs", "terminated"})
 
     def reward(self, state, batch):
-        lead = batch["terminated"].shape
-        phi = self.potential(batch["obs"].reshape(-1, *batch["obs"].shape[len(lead) :])).reshape(lead)
-        phi_next = self.potential(batch["next_obs"].reshape(-1, *batch["next_obs"].shape[len(lead) :]))
-        alive = 1.0 - batch["terminated"].astype(jnp.float32)
-        return self.gamma * alive * phi_next.reshape(lead) - phi
-
-    def update(self, state, batch, key):
-        return state, {}
+        if self.gamma is None:
+            raise ValueError("PotentialShaping.gamma is unset: build the agent with it (Shaper.bind(gamma))")
+        phi = batch.unflat(self.potential(batch.flat(batch.obs)))
+        phi_next = batch.unflat(self.potential(batch.flat(batch.next_obs)))
+        return self.gamma * batch.discount * phi_next - phi

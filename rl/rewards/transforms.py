@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from rl.rewards.stats import RunningStats
@@ -24,15 +23,3 @@ def normalize(mode: str, stats: RunningStats, r, eps: float = 1e-8):
     if mode == "meanstd":
         return stats.normalize(r, eps)
     return r / jnp.sqrt(stats.var + eps)
-
-
-def discounted_returns(r, carry, gamma: float):
-    """Non-episodic discounted returns along axis 0 of ``r`` [T, E] from ``carry`` [E] (RND's
-    RewardForwardFilter: intrinsic returns do not reset at episode ends). Returns (all, last)."""
-
-    def step(ret, x):
-        ret = gamma * ret + x
-        return ret, ret
-
-    last, rets = jax.lax.scan(step, carry, r)
-    return rets, last
