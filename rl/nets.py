@@ -112,7 +112,8 @@ class MatmulConv(nn.Module):
         views = [x[..., i : i + oh, j : j + ow, :] for i in range(m) for j in range(m)]
         # the kernel in the same order: (block row, block col, row in block, col in block, c)
         w_ = kernel.reshape(m, s, m, s, c, self.features).transpose(0, 2, 1, 3, 4, 5)
-        return jnp.concatenate(views, -1) @ w_.reshape(-1, self.features) + bias
+        y = jnp.concatenate(views, -1) @ w_.reshape(-1, self.features)
+        return y + jnp.broadcast_to(bias, y.shape)
 
 
 class GridCNN(nn.Module):

@@ -77,7 +77,14 @@ class Replay:
                 f"replay capacity must be at least 2 slots per env; got capacity={self.capacity} "
                 f"for num_envs={self.num_envs}"
             )
-        reserved = set(self._step_fields()) | {"next_obs", "valid", "discount", "start", "segment_episode"}
+        reserved = set(self._step_fields()) | {
+            "next_obs",
+            "valid",
+            "discount",
+            "mask",
+            "start",
+            "segment_episode",
+        }
         for name, _, _ in self.extras:
             if name in reserved or name.startswith("next_"):
                 raise ValueError(f"extra field name '{name}' is reserved; pick another name")
@@ -292,9 +299,6 @@ class Replay:
         t, j, ok = draw(sub)
         _, t, j, ok, _ = jax.lax.while_loop(cond, body, (key, t, j, ok, 0))
         return t, j, ok
-
-    def _gather(self, state, t, j):
-        return {k: v[t, j] for k, v in state.data.items()}
 
     def _extras(self):
         return [k for k, _, _ in self.extras]

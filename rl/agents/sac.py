@@ -202,10 +202,12 @@ def action_bounds(spec: envs.EnvSpec):
 
 
 def to_env(action, low, high):
+    low, high = jnp.broadcast_to(low, action.shape), jnp.broadcast_to(high, action.shape)
     return low + (action + 1.0) * 0.5 * (high - low)
 
 
 def from_env(action, low, high):
+    low, high = jnp.broadcast_to(low, action.shape), jnp.broadcast_to(high, action.shape)
     return 2.0 * (action - low) / (high - low) - 1.0
 
 
@@ -275,7 +277,7 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch)
 
     def critic_loss(params):
         q = critic.apply({"params": params}, obs, action)
-        return 0.5 * jnp.mean(jnp.sum((q - target) ** 2, axis=0)), q
+        return 0.5 * jnp.mean(jnp.sum((q - target[None]) ** 2, axis=0)), q
 
     (q_loss, q), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic)
     c_updates, critic_opt = c_opt.update(grads, state.critic_opt, state.critic)

@@ -105,10 +105,10 @@ def smallest(x, k: int):
     """The ``k`` smallest values along the last axis, ascending (``-top_k(-x, k)``), found by
     ``k`` passes of argmin-and-mask: for the small k of k-NN bonuses about 20x faster on
     XLA-CPU than ``lax.top_k`` over a [2048, 2048] distance matrix."""
-    cols = jnp.arange(x.shape[-1])
+    cols = jnp.broadcast_to(jnp.arange(x.shape[-1]), x.shape)
     out = []
     for _ in range(k):
         i = jnp.argmin(x, axis=-1)[..., None]
         out.append(jnp.take_along_axis(x, i, axis=-1)[..., 0])
-        x = jnp.where(cols == i, jnp.inf, x)
+        x = jnp.where(cols == jnp.broadcast_to(i, x.shape), jnp.inf, x)
     return jnp.stack(out, axis=-1)

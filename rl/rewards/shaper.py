@@ -327,10 +327,11 @@ class Shaper:
             if self.preference is not None
             else batch.get("preference").astype(jnp.float32)
         )
+        pref = jnp.broadcast_to(pref, total.shape)  # one preference for all, or one per sample
         if self.scalarize == "linear":
             return jnp.sum(pref * total, -1)
         z = jnp.zeros(vector, jnp.float32) if self.utopia is None else jnp.asarray(self.utopia, jnp.float32)
-        return -jnp.max(pref * jnp.abs(z - total), -1)  # Chebyshev: -max_i w_i |z_i - r_i|
+        return -jnp.max(pref * jnp.abs(jnp.broadcast_to(z, total.shape) - total), -1)  # Chebyshev
 
     def __call__(self, state: ShaperState, batch: Transitions | Sequences, t) -> Rewards:
         """The rewards of ``batch`` at env step ``t`` under the current statistics (pure)."""

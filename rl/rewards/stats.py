@@ -40,7 +40,14 @@ class RunningStats(NamedTuple):
         return RunningStats(mean, m2 / total, total)
 
     def normalize(self, x, eps: float = 1e-8):
-        return (x - self.mean) / (self.var + eps) ** 0.5
+        """(x - mean) / std, the statistics broadcast over ``x``'s leading axes."""
+        xp = np if isinstance(x, np.ndarray) and isinstance(self.mean, np.ndarray) else jnp
+        mean, var = xp.broadcast_to(self.mean, x.shape), xp.broadcast_to(self.var, x.shape)
+        return (x - mean) / (var + eps) ** 0.5
+
+    def scale(self, x, eps: float = 1e-8):
+        """x / std (the sign and zero kept), broadcast over ``x``'s leading axes."""
+        return x / jnp.sqrt(jnp.broadcast_to(self.var, x.shape) + eps)
 
     def merge_masked(self, x, mask) -> RunningStats:
         """Fold the values of ``x`` where ``mask`` ([lead], the leading axes of ``x``) is true;
@@ -50,7 +57,7 @@ class RunningStats(NamedTuple):
         n = jnp.sum(mask.astype(jnp.float32))
         safe = jnp.maximum(n, 1.0)
         b_mean = jnp.sum(jnp.where(m, x, 0.0), axes) / safe
-        b_var = jnp.sum(jnp.where(m, (x - b_mean) ** 2, 0.0), axes) / safe
+        b_var = jnp.sum(jnp.where(m, (x - jnp.broadcast_to(b_mean, x.shape)) ** 2, 0.0), axes) / safe
         total = self.count + n
         delta = b_mean - self.mean
         mean = self.mean + delta * n / total

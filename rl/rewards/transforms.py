@@ -22,4 +22,4 @@ def normalize(mode: str, stats: RunningStats, r, eps: float = 1e-8):
         return r
     if mode == "meanstd":
         return stats.normalize(r, eps)
-    return r / jnp.sqrt(stats.var + eps)
+    return stats.scale(r, eps)
