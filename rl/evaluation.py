@@ -12,11 +12,29 @@ from rl.runs import write_video
 EVAL_SEED_OFFSET = 10_000  # evaluation envs never share a seed with training envs
 
 
+def step_utility(cfg) -> Callable[[np.ndarray], float] | None:
+    """The per-step scalarization the agent trains with (``shaper.scalarize`` with a fixed
+    ``shaper.preference``: linear w.r, or Chebyshev -max_i w_i |r_i| about the origin, the
+    Shaper's default utopia), as a host function of one vector reward; None otherwise."""
+    sh = getattr(cfg, "shaper", None)
+    if sh is None or sh.scalarize == "none" or sh.preference is None:
+        return None
+    w = np.asarray(sh.preference, np.float64)
+    if sh.scalarize == "linear":
+        return lambda r: float(w @ np.asarray(r, np.float64))
+    return lambda r: float(-np.max(w * np.abs(np.asarray(r, np.float64))))
+
+
 def run_episodes(cfg, policy: Callable[[np.ndarray], np.ndarray], episodes: int, video_path=None) -> dict:
     """Mean and std of ``episodes`` returns of ``policy`` (host obs [1, ...] -> actions [1, ...])
     on env ``cfg.env`` seeded ``cfg.seed + 10000``; an mp4 of the first episode if ``video_path``.
 
-    Vector (multi-objective) returns are summed for the mean and also given per objective."""
+    Vector (multi-objective) returns are given per objective (``eval/episode_return/<i>``);
+    ``eval/episode_return`` is then the episode's sum of the per-step scalarized reward the
+    agent trains on (``step_utility``: the env reward under ``shaper.scalarize`` and
+    ``shaper.preference``), or the objectives' sum when the config fixes no preference."""
+    utility = step_utility(cfg)
+    scalarized, running = [], 0.0
     env, _ = envs.make(
         cfg.env, 1, cfg.seed + EVAL_SEED_OFFSET, **{**cfg.env_options, "render": video_path is not None}
     )
@@ -24,13 +42,17 @@ def run_episodes(cfg, policy: Callable[[np.ndarray], np.ndarray], episodes: int,
     try:
         obs, _ = env.reset()
         while len(returns) < episodes:
-            obs, _, _, _, info = env.step(np.asarray(policy(obs)))
+            obs, reward, _, _, info = env.step(np.asarray(policy(obs)))
             if video_path is not None and not returns:
                 frames.append(env.envs[0].render())
+            if utility is not None:
+                running += utility(np.asarray(reward)[0])
             returns += [np.asarray(e["return"], np.float64) for e in info["episodes"]]
+            if info["episodes"]:
+                scalarized, running = [*scalarized, running], 0.0
     finally:
         env.close()
-    totals = [np.sum(r) for r in returns]
+    totals = scalarized[: len(returns)] if utility is not None else [np.sum(r) for r in returns]
     out = {"eval/episode_return": float(np.mean(totals)), "eval/episode_return_std": float(np.std(totals))}
     mean = np.mean(returns, axis=0)
     if mean.ndim:

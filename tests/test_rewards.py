@@ -275,3 +275,89 @@ def test_config_registry_names_terms_and_rejects_unknown_keys():
         from rl.agents import ppo
 
         config_lib.build(ppo.Config, overrides=["shaper.icm.weight=1"])
+
+
+class FitCounter(Fixed):
+    """A fitted term: ``fit`` counts its calls and the samples it saw; ``update`` does nothing."""
+
+    reads = frozenset({"obs"})
+
+    def init(self, key, spec):
+        return {"fits": jnp.int32(0), "seen": jnp.int32(0)}
+
+    def reward(self, state, batch):
+        return jnp.zeros(batch.lead)
+
+    def fit(self, state, data, key):
+        return {"fits": state["fits"] + 1, "seen": state["seen"] + data.mask.size}, {}
+
+
+def test_fit_runs_at_its_env_step_cadence_under_both_agents(tmp_path):
+    from rl.agents import ppo, sac
+
+    shaper = Shaper((Stream("extrinsic", Extrinsic()), Stream("c", FitCounter())), fit_every=128)
+    assert shaper.fitted() and not Shaper().fitted()
+    assert [bool(shaper.fit_due(t, t + 64)) for t in (0, 64, 128, 192)] == [False, True, False, True]
+    common = {"eval_episodes": 1, "runs_dir": str(tmp_path), "log_every": 64}
+    cfg = config_lib.build(ppo.Config, overrides={"env": "gym:CartPole-v1", "total_steps": 512, "num_steps": 32,
+                           "num_envs": 2, "num_minibatches": 2, "update_epochs": 1, "checkpoint_every": 512,
+                           "run_name": "p", **common})  # fmt: skip
+    ppo.train(cfg, shaper=shaper)  # 8 rollouts of 64 env steps: fit every other one
+    from rl import checkpoint
+
+    spec = __import__("rl.envs", fromlist=["x"]).make_spec(cfg.env, 2, 0)
+    template = ppo.init(cfg, spec, jax.random.PRNGKey(0), shaper), ppo.init_loop(cfg, spec)
+    state = checkpoint.load(checkpoint.latest(tmp_path / "default" / "p" / "checkpoints"), *template)[0]
+    assert int(state.shaper.terms["c"]["fits"]) == 4 and int(state.shaper.terms["c"]["seen"]) == 4 * 64
+    scfg = config_lib.build(sac.Config, overrides={"env": "gym:Pendulum-v1", "total_steps": 400, "learning_starts": 100,
+                            "batch_size": 16, "hidden": [8], "run_name": "s", **common})  # fmt: skip
+    sspec = __import__("rl.envs", fromlist=["x"]).make_spec(scfg.env, 1, 0)
+    sac.train(scfg, shaper=shaper)  # learning from step 100: fits at 128, 256, 384
+    template = sac.init(scfg, sspec, jax.random.PRNGKey(0), shaper), sac.init_loop(scfg, sspec)
+    state = checkpoint.load(checkpoint.latest(tmp_path / "default" / "s" / "checkpoints"), *template)[0]
+    assert int(state.shaper.terms["c"]["fits"]) == 3 and int(state.shaper.terms["c"]["seen"]) == 3 * 16
+
+
+class Weights(Fixed):
+    """A term with frozen assets read from a file (as model weights would be)."""
+
+    reads = frozenset({"reward"})
+
+    def __init__(self, path):
+        self.path = path
+
+    def frozen(self):
+        import os
+
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"weights file {self.path} is missing; write it with np.save first")
+        return {"scale": jnp.asarray(np.load(self.path))}
+
+    def reward(self, state, batch, assets):
+        return assets["scale"] * batch.reward
+
+    def update(self, state, batch, key, assets):
+        return state, {}
+
+
+def test_frozen_assets_are_loaded_once_passed_to_jit_and_never_checkpointed(tmp_path):
+    from flax import serialization
+
+    path = tmp_path / "w.npy"
+    np.save(path, np.float32(3.0))
+    shaper = Shaper(
+        (Stream("extrinsic", Extrinsic()), Stream("w", Weights(str(path)), weight=1.0, intrinsic=False))
+    )
+    state = shaper.init(jax.random.PRNGKey(0), None)
+    batch = trans([1.0, 2.0])
+    total = jax.jit(shaper.__call__)(state, batch, 0).total  # the assets are a jit argument
+    np.testing.assert_allclose(total, [4.0, 8.0])
+    saved = serialization.to_state_dict(state)
+    assert "frozen" not in saved  # kept out of checkpoints
+    np.save(path, np.float32(5.0))  # a resume reloads them from the file
+    restored = serialization.from_state_dict(shaper.init(jax.random.PRNGKey(0), None), saved)
+    np.testing.assert_allclose(shaper(restored, batch, 0).total, [6.0, 12.0])
+    state, _, _ = shaper.step(state, batch, jax.random.PRNGKey(1), 0)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="w.npy is missing"):
+        shaper.init(jax.random.PRNGKey(0), None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,8 @@ def main() -> None:
         "--base", required=True, help="the commit to compare against (e.g. the one before a change)"
     )
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", help="comma-separated labels' first words to keep (e.g. SAC,PPO)")
+    p.add_argument("--only", help="comma-separated label prefixes to keep (e.g. SAC,PPO Half)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating base / this measurements per item")
     p.add_argument("--out", default="bench-versions.json")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-base-"))
@@ -61,12 +63,24 @@ def main() -> None:
         for label, script, wargs, budgets in items(args.quick):
             if args.only and not any(label.startswith(x) for x in args.only.split(",")):
                 continue
-            old, new = rate(base, script, wargs, budgets), rate(ROOT, script, wargs, budgets)
-            results[label] = {"base": old, "this": new, "ratio": new / old}
-            print(f"{label:32s} base {old:9.1f}  this {new:9.1f}  {new / old:5.2f}x", flush=True)
+            olds, news = [], []
+            for _ in range(args.repeats):
+                olds.append(rate(base, script, wargs, budgets))
+                news.append(rate(ROOT, script, wargs, budgets))
+            old, new = statistics.median(olds), statistics.median(news)
+            results[label] = {
+                "base": old,
+                "this": new,
+                "ratio": new / old,
+                "base_runs": olds,
+                "this_runs": news,
+            }
+            spread = f"base {min(olds):.0f}-{max(olds):.0f}, this {min(news):.0f}-{max(news):.0f}"
+            print(f"{label:32s} base {old:9.1f}  this {new:9.1f}  {new / old:5.2f}x  ({spread})", flush=True)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
-    print(f"\n| steady-state env steps/s | {args.base[:10]} | this tree | ratio |\n|---|---|---|---|")
+    print(f"\n| median env steps/s ({args.repeats} runs each) | {args.base[:10]} | this tree | ratio |")
+    print("|---|---|---|---|")
     for label, r in results.items():
         flag = " (more than 5% slower)" if r["ratio"] < 0.95 else ""
         print(f"| {label} | {r['base']:,.0f} | {r['this']:,.0f} | {r['ratio']:.2f}{flag} |")

@@ -426,6 +426,7 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     network(cfg, spec)  # unsupported spaces fail here, before a run directory exists
     shaper.check(provided(shaper, spec), "PPO")  # a term reading a missing field fails here
+    shaper.check_scalar(spec.reward_shape, "PPO")
     run = run or Run.create(cfg, "ppo")
     print(config_lib.to_yaml(run.cfg), flush=True)
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)

@@ -400,6 +400,7 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     annotator = EpisodeAnnotator(shaper.annotators(), cfg.num_envs) if shaper.annotators() else None
     replay = Replay.from_spec(spec, cfg.buffer_size, shaper.annotations(spec) or None)
     shaper.check(provided(replay), "SAC")  # a term reading a missing field fails here
+    shaper.check_scalar(spec.reward_shape, "SAC")
     run = run or Run.create(cfg, "sac")
     print(config_lib.to_yaml(run.cfg), flush=True)
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from rl.nets import MLP, ensemble
-from rl.rewards.learned import Embedding, LearnedState, action_input, spec_fields, train_step
+from rl.rewards.learned import Embedding, LearnedState, action_input, masked_mean, spec_fields, train_step
 
 
 class Ensemble(nn.Module):
@@ -77,7 +77,9 @@ class Disagreement:
     def update(self, state, batch, key):
         def loss_fn(params):
             pred, target = self._predict(state, params, batch)
-            per_model = 0.5 * jnp.mean(jnp.sum((pred - target[None]) ** 2, -1), axis=-1)  # [K]
+            per_model = jax.vmap(lambda p: 0.5 * masked_mean(jnp.sum((p - target) ** 2, -1), batch))(
+                pred
+            )  # [K]
             return per_model.sum(), {}
 
         return train_step(state, loss_fn, optax.adam(self.lr))

@@ -29,7 +29,15 @@ import jax.numpy as jnp
 import optax
 
 from rl.batch import Sequences
-from rl.rewards.learned import InverseDynamics, LearnedState, action_input, smallest, spec_fields, train_step
+from rl.rewards.learned import (
+    InverseDynamics,
+    LearnedState,
+    action_input,
+    masked_mean,
+    smallest,
+    spec_fields,
+    train_step,
+)
 from rl.rewards.rnd import RND
 from rl.rewards.stats import RunningStats
 
@@ -60,8 +68,10 @@ class _InverseDynamicsTerm:
         obs, next_obs, action = (batch.flat(x) for x in (batch.obs, batch.next_obs, batch.action))
         logits = self.net(obs.shape[1:], state.action_dim).apply({"params": params}, obs, next_obs)[2]
         if state.discrete:
-            return optax.softmax_cross_entropy_with_integer_labels(logits, action.reshape(-1)).mean()
-        return 0.5 * jnp.mean(jnp.sum((logits - action_input(state, action)) ** 2, -1))
+            return masked_mean(
+                optax.softmax_cross_entropy_with_integer_labels(logits, action.reshape(-1)), batch
+            )
+        return 0.5 * masked_mean(jnp.sum((logits - action_input(state, action)) ** 2, -1), batch)
 
     def _train(self, state, batch):
         return train_step(state, lambda p: (self.inverse_loss(state, p, batch), {}), optax.adam(self.lr))
@@ -174,13 +184,15 @@ class NGU(_InverseDynamicsTerm):
 
     def update(self, state, batch, key):
         d2k, exists = self._knn_sq(state, batch)
+        exists = exists & batch.flat(batch.mask)[:, None]  # padding leaves d_m^2 alone
         n = jnp.maximum(exists.sum(), 1)
         mean = jnp.sum(jnp.where(exists, d2k, 0.0)) / n
         fixed = dict(state.fixed)  # d_m^2: a running mean of the batches' mean squared k-NN distance
         fixed["dist"] = fixed["dist"].merge(jnp.full((1,), mean), (0,))
         metrics = {}
         if self.lifelong:
-            fixed["err"] = fixed["err"].merge(batch.flat(self.rnd.reward(fixed["rnd"], batch)), (0,))
+            err = batch.flat(self.rnd.reward(fixed["rnd"], batch))
+            fixed["err"] = fixed["err"].merge_masked(err, batch.flat(batch.mask))
             fixed["rnd"], m = self.rnd.update(fixed["rnd"], batch, key)
             metrics.update({f"rnd_{k}": v for k, v in m.items()})
         state, m = self._train(state.replace(fixed=fixed), batch)

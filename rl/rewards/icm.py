@@ -18,7 +18,14 @@ import jax.numpy as jnp
 import optax
 
 from rl.nets import MLP
-from rl.rewards.learned import InverseDynamics, LearnedState, action_input, spec_fields, train_step
+from rl.rewards.learned import (
+    InverseDynamics,
+    LearnedState,
+    action_input,
+    masked_mean,
+    spec_fields,
+    train_step,
+)
 
 
 class ICMNets(nn.Module):
@@ -71,10 +78,12 @@ class ICM:
         phi_next, pred, a_hat = self._apply(state, params, batch)
         action = batch.flat(batch.action)
         if state.discrete:
-            inverse = optax.softmax_cross_entropy_with_integer_labels(a_hat, action.reshape(-1)).mean()
+            inverse = masked_mean(
+                optax.softmax_cross_entropy_with_integer_labels(a_hat, action.reshape(-1)), batch
+            )
         else:
-            inverse = 0.5 * jnp.mean(jnp.sum((a_hat - action_input(state, action)) ** 2, -1))
-        forward = 0.5 * jnp.mean(jnp.sum((pred - phi_next) ** 2, -1))
+            inverse = 0.5 * masked_mean(jnp.sum((a_hat - action_input(state, action)) ** 2, -1), batch)
+        forward = 0.5 * masked_mean(jnp.sum((pred - phi_next) ** 2, -1), batch)
         return inverse, forward
 
     def update(self, state, batch, key):

@@ -79,6 +79,13 @@ def spec_fields(spec) -> dict:
     return {"discrete": bool(spec.discrete), "action_dim": int(spec.num_actions)}
 
 
+def masked_mean(x, batch):
+    """Mean of per-sample values ``x`` [N] (flat) over the batch's real samples: padding
+    (``mask`` false, e.g. window steps past an episode's end) does not train a term."""
+    m = batch.flat(batch.mask).astype(jnp.float32)
+    return jnp.sum(x * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
 def train_step(state: LearnedState, loss_fn, tx: optax.GradientTransformation):
     """One optimizer step on ``loss_fn(params) -> (loss, metrics)``; metrics gain ``loss``."""
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -200,6 +200,15 @@ class Shaper:
                     f"{who} does not provide; it provides: {', '.join(sorted(provided))}"
                 )
 
+    def check_scalar(self, reward_shape, who: str) -> None:
+        """Fail before a run if ``who`` trains on a scalar reward but the env's is a vector
+        that no scalarization stage reduces."""
+        if tuple(reward_shape) and self.scalarize == "none":
+            raise ValueError(
+                f"{who} trains on a scalar reward but the env's reward has shape {tuple(reward_shape)}; "
+                "set shaper.scalarize (linear | chebyshev) and shaper.preference"
+            )
+
     def describe(self) -> list[dict]:
         """What identifies this Shaper across processes (checkpoints compare it on resume)."""
         out = []
@@ -221,6 +230,10 @@ class Shaper:
             "fuse": self.fuse,
             "cycle_every": self.cycle_every,
             "intrinsic_weight": repr(self.intrinsic_weight),
+            "scalarize": self.scalarize,
+            "preference": self.preference,
+            "utopia": self.utopia,
+            "fit_every": self.fit_every,
         }
         return [head, *out]
 

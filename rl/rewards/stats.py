@@ -41,8 +41,9 @@ class RunningStats(NamedTuple):
 
     def normalize(self, x, eps: float = 1e-8):
         """(x - mean) / std, the statistics broadcast over ``x``'s leading axes."""
-        xp = np if isinstance(x, np.ndarray) and isinstance(self.mean, np.ndarray) else jnp
-        mean, var = xp.broadcast_to(self.mean, x.shape), xp.broadcast_to(self.var, x.shape)
+        if isinstance(x, np.ndarray) and isinstance(self.mean, np.ndarray):  # host loop: plain numpy
+            return (x - self.mean) / (self.var + eps) ** 0.5
+        mean, var = jnp.broadcast_to(self.mean, x.shape), jnp.broadcast_to(self.var, x.shape)
         return (x - mean) / (var + eps) ** 0.5
 
     def scale(self, x, eps: float = 1e-8):
