@@ -7,7 +7,8 @@ The base commit is checked out into a temporary git worktree; each measurement r
 benchmark workers of ``throughput.py`` (SAC and PPO on HalfCheetah-v5) and ``rewards.py``
 (PPO with each intrinsic term on MiniGrid DoorKey-8x8) from that tree and from this one, in
 fresh processes, alternating base and this tree so machine drift hits both alike. Rates are
-steady-state (two budgets, start-up and JIT left out), as in those scripts. A ratio below
+steady-state (two budgets, start-up and JIT left out; the difference of each budget's median
+time), as in those scripts. A ratio below
 0.95 (more than 5% slower) is flagged.
 """
 
@@ -39,9 +40,18 @@ def items(quick: bool) -> list[tuple[str, str, tuple, tuple[int, int]]]:
     return out
 
 
-def rate(tree: Path, script: str, args: tuple, budgets: tuple[int, int]) -> float:
+def seconds(tree: Path, script: str, args: tuple, budgets: tuple[int, int]) -> tuple[float, float]:
+    """Fresh-process training seconds of the two budgets."""
     path = tree / "experiments" / "bench" / script
     short, long = (experiment_lib.worker_result(path, *args, n)["seconds"] for n in budgets)
+    return short, long
+
+
+def rate(times: list[tuple[float, float]], budgets: tuple[int, int]) -> float:
+    """Steady-state env steps/s from the median time of each budget: the difference of two
+    noisy times is noisier than either, so the medians are taken before it, not after."""
+    short = statistics.median(t[0] for t in times)
+    long = statistics.median(t[1] for t in times)
     return (budgets[1] - budgets[0]) / max(long - short, 1e-9)
 
 
@@ -65,18 +75,20 @@ def main() -> None:
                 continue
             olds, news = [], []
             for _ in range(args.repeats):
-                olds.append(rate(base, script, wargs, budgets))
-                news.append(rate(ROOT, script, wargs, budgets))
-            old, new = statistics.median(olds), statistics.median(news)
+                olds.append(seconds(base, script, wargs, budgets))
+                news.append(seconds(ROOT, script, wargs, budgets))
+            old, new = rate(olds, budgets), rate(news, budgets)
             results[label] = {
                 "base": old,
                 "this": new,
                 "ratio": new / old,
-                "base_runs": olds,
-                "this_runs": news,
+                "budgets": budgets,
+                "base_seconds": olds,
+                "this_seconds": news,
             }
-            spread = f"base {min(olds):.0f}-{max(olds):.0f}, this {min(news):.0f}-{max(news):.0f}"
-            print(f"{label:32s} base {old:9.1f}  this {new:9.1f}  {new / old:5.2f}x  ({spread})", flush=True)
+            med = [statistics.median(t[i] for t in ts) for ts in (olds, news) for i in (0, 1)]
+            times = f"median s: base {med[0]:.2f} / {med[1]:.2f}, this {med[2]:.2f} / {med[3]:.2f}"
+            print(f"{label:32s} base {old:9.1f}  this {new:9.1f}  {new / old:5.2f}x  ({times})", flush=True)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
     print(f"\n| median env steps/s ({args.repeats} runs each) | {args.base[:10]} | this tree | ratio |")
