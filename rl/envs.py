@@ -1,7 +1,9 @@
 """One environment layer for every agent: ``make("namespace:id", num_envs, seed, **options)``.
 
 Namespaces: ``gym`` (any gymnasium id), ``dmc`` (DeepMind Control suite), ``atari`` (ALE v5
-with the standard preprocessing), ``mo`` (MO-Gymnasium, vector reward) and ``minigrid``.
+with the standard preprocessing), ``mo`` (MO-Gymnasium, vector reward), ``minigrid``, and the
+JAX-native ``xminigrid`` (XLand-MiniGrid) and ``gymnax``, which ``rl.jaxenvs`` also serves as
+pure functions for fully jitted training (here: a host vector env over their jitted step).
 
 Every namespace returns the same thing: a synchronous gymnasium vector env whose ``step``
 keeps ``terminated`` and ``truncated`` distinct and autoresets in the same step, and an
@@ -34,7 +36,7 @@ import gymnasium as gym  # noqa: E402
 from gymnasium.vector import AutoresetMode, VectorEnv  # noqa: E402
 from gymnasium.vector.utils import batch_space  # noqa: E402
 
-NAMESPACES = ("gym", "dmc", "atari", "mo", "minigrid")
+NAMESPACES = ("gym", "dmc", "atari", "mo", "minigrid", "xminigrid", "gymnax")
 
 
 @dataclass(frozen=True)
@@ -491,7 +493,24 @@ def _build_minigrid(name: str, options: dict):
     return thunk, ()
 
 
-_IDS = {"gym": _gym_ids, "dmc": _dmc_ids, "atari": _atari_games, "mo": _mo_ids, "minigrid": _minigrid_ids}
+def _jax_ids(namespace: str):
+    def ids() -> list[str]:
+        from rl import jaxenvs
+
+        return jaxenvs.list_ids(namespace)
+
+    return ids
+
+
+_IDS = {
+    "gym": _gym_ids,
+    "dmc": _dmc_ids,
+    "atari": _atari_games,
+    "mo": _mo_ids,
+    "minigrid": _minigrid_ids,
+    "xminigrid": _jax_ids("xminigrid"),
+    "gymnax": _jax_ids("gymnax"),
+}
 _BUILD = {
     "gym": _build_gym,
     "dmc": _build_dmc,
@@ -505,6 +524,8 @@ _EXAMPLES = {
     "atari": "atari:Pong",
     "mo": "mo:mo-halfcheetah-v5",
     "minigrid": "minigrid:MiniGrid-DoorKey-8x8-v0",
+    "xminigrid": "xminigrid:MiniGrid-DoorKey-8x8",
+    "gymnax": "gymnax:CartPole-v1",
 }
 
 
@@ -550,11 +571,18 @@ def make(env_id: str, num_envs: int = 1, seed: int = 0, **options) -> tuple[VecE
                 full_action_space, render
       mo:       max_episode_steps, render
       minigrid: obs ('image' | 'flat' | 'rgb'), max_episode_steps, render
-    Sub-env i is seeded with ``seed + i`` at the first reset; action spaces with ``seed``.
+      xminigrid: max_episode_steps, view_size;  gymnax: max_episode_steps
+    Sub-env i is seeded with ``seed + i`` at the first reset (JAX-native envs: the key
+    ``PRNGKey(seed)``); action spaces with ``seed``.
     """
     if int(num_envs) < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     namespace, name = parse_id(env_id)
+    from rl import jaxenvs
+
+    if namespace in jaxenvs.NAMESPACES:
+        jax_env = jaxenvs.make(env_id, num_envs, **options)
+        return jaxenvs.HostVecEnv(jax_env, seed), jax_env.spec
     build, reward_shape = _BUILD[namespace](name, options)
 
     def thunk():

@@ -20,6 +20,7 @@ observation (``info["next_obs"]``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -32,7 +33,7 @@ import numpy as np
 import optax
 
 from rl import batch as batch_lib
-from rl import checkpoint, envs
+from rl import checkpoint, envs, jaxenvs
 from rl import config as config_lib
 from rl.evaluation import run_episodes
 from rl.loop import Common, Lifecycle, check_resumed_shaper
@@ -47,7 +48,7 @@ from rl.nets import (
     orthogonal,
 )
 from rl.returns import gae
-from rl.rewards import RunningStats, Shaper, from_config
+from rl.rewards import RunningStats, Shaper, from_config, registry
 from rl.rewards.annotate import annotate_segments
 from rl.runs import Run, print_result
 
@@ -73,6 +74,7 @@ class Config(Common):
     clip_obs: float = 10.0
     clip_reward: float = 10.0
     hidden: tuple[int, ...] = (64, 64)  # MLP widths (actor and critic; the head after a CNN torso)
+    jit_env: bool = True  # JAX-native envs (xminigrid:, gymnax:): rollout and update in one jitted scan
 
     def validate(self) -> None:
         super().validate()
@@ -421,7 +423,10 @@ def provided(shaper: Shaper, spec: envs.EnvSpec) -> set[str]:
 
 
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
-    """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
+    """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory. JAX-native
+    envs run the jitted path (``train_jitted``) unless ``jit_env`` is off."""
+    if jaxenvs.is_jax(cfg.env) and cfg.jit_env:
+        return train_jitted(cfg, [run] if run is not None else None, resume, shaper)[0]
     shaper = build_shaper(cfg, shaper)
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
     network(cfg, spec)  # unsupported spaces fail here, before a run directory exists
@@ -515,3 +520,201 @@ def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=Non
         return env_action(spec, act(params, x, draw_noise(spec, rng)))
 
     return run_episodes(cfg, policy, episodes, video_path)
+
+
+# -- the jitted path: JAX-native envs --------------------------------------------------------
+
+
+class Carry(NamedTuple):
+    """What one jitted iteration carries: the learner's state, the envs' state and current
+    raw observations, the observation normalizer and the rollout's key."""
+
+    state: State
+    env_state: jaxenvs.EnvState
+    obs: jax.Array
+    obs_stats: RunningStats
+    key: jax.Array
+
+
+def observe_jax(cfg, spec, stats: RunningStats, obs, update: bool = True):
+    """``observe`` on device, inside the jitted rollout."""
+    if not normalizes_obs(cfg, spec):
+        return stats, obs
+    obs = obs.astype(jnp.float32)
+    if update:
+        stats = stats.merge(obs, (0,))
+    return stats, jnp.clip(stats.normalize(obs), -cfg.clip_obs, cfg.clip_obs)
+
+
+def rollout_jax(cfg: Config, spec: envs.EnvSpec, env: jaxenvs.JaxEnv, carry: Carry):
+    """``num_steps`` env steps of every env as one ``lax.scan``: the same [T, E] rollout dict
+    the host loop fills, and the finished episodes ([T, E] done, return, length)."""
+    net = network(cfg, spec)
+    params = carry.state.params
+
+    def one(c: Carry, _):
+        stats, x = observe_jax(cfg, spec, c.obs_stats, c.obs)
+        key, k_act, k_env = jax.random.split(c.key, 3)
+        pi = net.apply({"params": params}, x)[0]
+        if spec.discrete:
+            action = jax.random.categorical(k_act, pi)
+            to_env = action
+        else:
+            mean, log_std = pi
+            action = mean + jnp.exp(log_std) * jax.random.normal(k_act, mean.shape)
+            to_env = jnp.clip(action, spec.action_space.low, spec.action_space.high)
+        env_state, next_obs, reward, terminated, truncated, info = env.step(c.env_state, to_env, k_env)
+        final = observe_jax(cfg, spec, stats, info["next_obs"], update=False)[1]
+        out = {
+            "obs": c.obs,
+            "policy_obs": x,
+            "action": action,
+            "reward": reward,
+            "terminated": terminated,
+            "truncated": truncated,
+            "next_obs": info["next_obs"],
+            "final_obs": final,
+        }
+        episodes = (info["done"], info["episode_return"], info["episode_length"])
+        return Carry(c.state, env_state, next_obs, stats, key), (out, episodes)
+
+    carry, (rollout, episodes) = jax.lax.scan(one, carry, None, cfg.num_steps)
+    rollout["last_obs"] = observe_jax(cfg, spec, carry.obs_stats, carry.obs, update=False)[1]
+    return carry, rollout, episodes
+
+
+def iterations(cfg: Config, spec, env, shaper: Shaper, carry: Carry, length: int, n):
+    """The first ``n`` (traced) of ``length`` PPO iterations (rollout -> Shaper -> GAE ->
+    update) as one ``lax.scan``: one compiled program serves a shorter last call too. Skipped
+    iterations leave the carry alone and report zeros."""
+
+    def one(c: Carry):
+        c, rollout, episodes = rollout_jax(cfg, spec, env, c)
+        state, metrics = update(cfg, spec, shaper, c.state, rollout)
+        return c._replace(state=state), (metrics, episodes)
+
+    out = jax.eval_shape(one, carry)[1]
+
+    def gated(c: Carry, j):
+        skip = lambda c: (c, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out))  # noqa: E731
+        return jax.lax.cond(j < n, one, skip, c)
+
+    return jax.lax.scan(gated, carry, jnp.arange(length))
+
+
+def init_carry(cfg: Config, spec, env: jaxenvs.JaxEnv, shaper: Shaper, seed: int, state=None, loop=None):
+    """The carry of one seed: a fresh learner (or ``state`` from a checkpoint) and fresh
+    episodes, the env keyed by (seed, env steps taken) so a resume is reproducible."""
+    state = state if state is not None else init(cfg, spec, jax.random.PRNGKey(seed), shaper)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), int(state.step))
+    k_env, key = jax.random.split(key)
+    env_state, obs = env.reset(k_env)
+    loop = loop if loop is not None else init_loop(cfg, spec)
+    stats = RunningStats(*(jnp.asarray(a, jnp.float32) for a in loop["obs_stats"]))
+    return Carry(state, env_state, obs, stats, key)
+
+
+def chunk_size(cfg: Config) -> int:
+    """Iterations per jitted call: the finest of the log, eval and checkpoint cadences, so each
+    falls on a call boundary (an iteration is ``batch_size`` env steps)."""
+    every = [e for e in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every) if e > 0]
+    return max(1, min(every) // cfg.batch_size) if every else cfg.num_updates
+
+
+def episodes_of(done, ret, length) -> list[dict]:
+    """The finished episodes of a call's [n, T, E] flags, in env-step order."""
+    n, T, E = done.shape
+    idx = np.flatnonzero(done.reshape(-1))
+    return [
+        {"env": int(i % E), "return": float(ret.reshape(-1)[i]), "length": int(length.reshape(-1)[i])}
+        for i in idx
+    ]
+
+
+def train_jitted(
+    cfg: Config, runs: list[Run] | None = None, resume=None, shaper: Shaper | None = None, seeds=None
+) -> list[dict]:
+    """Train on a JAX-native env with the whole iteration jitted; ``seeds`` (default
+    ``[cfg.seed]``) train side by side in one vmapped program, one run directory each.
+    ``resume``: a checkpoint directory (one seed). Returns each seed's summary."""
+    seeds = [int(s) for s in (seeds if seeds is not None else [cfg.seed])]
+    if resume is not None and len(seeds) != 1:
+        raise ValueError("resume one seed at a time (a checkpoint holds one seed's state)")
+    shaper = build_shaper(cfg, shaper)
+    env = jaxenvs.make(cfg.env, cfg.num_envs, **cfg.env_options)
+    spec = env.spec
+    network(cfg, spec)
+    if shaper.annotators():
+        names = [registry.kind_of(t) for t in shaper.annotators()]
+        raise ValueError(
+            f"the terms {names} annotate on the host, which PPO's jitted path has no loop for; "
+            "train with jit_env=false"
+        )
+    shaper.check(provided(shaper, spec) - set(shaper.annotations(spec)), "PPO's jitted path")
+    shaper.check_scalar(spec.reward_shape, "PPO")
+    cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
+    runs = runs or [Run.create(c, "ppo") for c in cfgs]
+    print(config_lib.to_yaml(runs[0].cfg), flush=True)
+    if resume is not None:
+        check_resumed_shaper(resume, shaper)
+        template = init(cfg, spec, jax.random.PRNGKey(seeds[0]), shaper)
+        state, loop = checkpoint.load(resume, template, init_loop(cfg, spec))[:2]
+        carries = [init_carry(cfg, spec, env, shaper, seeds[0], state, loop)]
+    else:
+        carries = [init_carry(cfg, spec, env, shaper, s) for s in seeds]
+    carry = jax.tree.map(lambda *x: jnp.stack(x), *carries)  # [S, ...]
+    step = int(carries[0].state.step)
+    del carries
+
+    per_call = chunk_size(cfg)
+
+    @partial(jax.jit, donate_argnums=0)
+    def call(carry, n):
+        return jax.vmap(lambda c: iterations(cfg, spec, env, shaper, c, per_call, n))(carry)
+
+    def seed(i, c):
+        return jax.tree.map(lambda x: x[i], c)
+
+    def loop_of(c):
+        return {"obs": np.asarray(c.obs), "obs_stats": RunningStats(*jax.device_get(c.obs_stats)).host()}
+
+    lives = []
+    for i, run in enumerate(runs):
+
+        def save(i=i, run=run):
+            c = seed(i, carry)
+            return run.save_checkpoint(step, c.state, loop=loop_of(c), shaper=shaper.describe())
+
+        def save_failed(i=i, run=run):
+            c = seed(i, carry)
+            return run.save_failed(step, c.state, loop=loop_of(c))
+
+        def evaluate_seed(i=i, c=cfgs[i]):
+            s = seed(i, carry)
+            return evaluate(c, s.state, c.eval_episodes, loop={"obs_stats": loop_of(s)["obs_stats"]})
+
+        lives.append(
+            Lifecycle(cfgs[i], run, step, save=save, save_failed=save_failed, evaluate=evaluate_seed)
+        )
+    try:
+        while step + cfg.batch_size <= cfg.total_steps:
+            n = min(per_call, (cfg.total_steps - step) // cfg.batch_size)
+            carry, (metrics, episodes) = call(carry, jnp.int32(n))
+            metrics, episodes = jax.device_get((metrics, episodes))
+            episodes = tuple(x[:, :n] for x in episodes)
+            step += n * cfg.batch_size
+            for i, life in enumerate(lives):
+                for j in range(n):
+                    life.add({k: v[i, j] for k, v in metrics.items()})
+                life.after(
+                    step,
+                    episodes_of(*(x[i] for x in episodes)),
+                    last=step + cfg.batch_size > cfg.total_steps,
+                )
+        summaries = [life.finish(step) for life in lives]
+    finally:
+        for run in runs:
+            run.close()
+    for summary in summaries:
+        print_result(summary, cfg.eval_episodes)
+    return summaries

@@ -1,0 +1,171 @@
+"""JAX-native envs (xminigrid, gymnax) and PPO's jitted path: terminated vs truncated and the
+same-step autoreset, the host adapter, CartPole solved, vmapped seeds equal separate runs,
+every built-in term inside the jitted program, the Shaper reaching the loss, resume."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rl import config as config_lib
+from rl import envs, jaxenvs
+from rl.agents import ppo
+from rl.rewards import Extrinsic, Fixed, Shaper, Stream
+
+
+def test_gymnax_truncation_is_not_termination_and_the_final_obs_is_kept():
+    env = jaxenvs.make("gymnax:CartPole-v1", 3, max_episode_steps=5)
+    assert env.spec.max_episode_steps == 5 and env.spec.discrete and env.spec.obs_shape == (4,)
+    state, obs = env.reset(jax.random.PRNGKey(0))
+    step = jax.jit(env.step)
+    for t in range(5):
+        prev = state
+        state, obs, reward, terminated, truncated, info = step(
+            state, jnp.zeros(3, jnp.int32), jax.random.PRNGKey(t)
+        )
+    # pushing left for 5 steps does not topple the pole: the step limit truncates, never terminates
+    assert not terminated.any() and truncated.all()
+    assert np.all(info["episode_length"] == 5) and np.allclose(info["episode_return"], 5.0)
+    assert not np.allclose(obs, info["next_obs"])  # obs: the next episode's first; next_obs: the final one
+    assert np.all(state.episode_length == 0) and np.all(prev.episode_length == 4)
+
+
+def test_gymnax_termination_is_terminated():
+    env = jaxenvs.make("gymnax:CartPole-v1", 2)
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    step = jax.jit(env.step)
+    seen = False
+    for t in range(60):  # always pushing left: the pole falls within a few dozen steps
+        state, _, _, terminated, truncated, info = step(state, jnp.zeros(2, jnp.int32), jax.random.PRNGKey(t))
+        assert not truncated.any()
+        seen |= bool(terminated.any())
+        assert np.array_equal(info["done"], terminated)
+    assert seen
+
+
+def test_xminigrid_spec_truncation_and_host_adapter():
+    env, spec = envs.make("xminigrid:MiniGrid-DoorKey-5x5", 2, seed=3, max_episode_steps=7)
+    assert spec.obs_shape == (7, 7, 2) and spec.obs_dtype == "uint8" and spec.num_actions == 6
+    assert spec.max_episode_steps == 7
+    obs, _ = env.reset()
+    assert obs.shape == (2, 7, 7, 2)
+    episodes, rewards = [], np.zeros(2)
+    for _ in range(21):
+        obs, reward, terminated, truncated, info = env.step(np.array([1, 2]))  # turning only: never the goal
+        rewards += reward
+        assert not terminated.any()
+        episodes += info["episodes"]
+        assert info["next_obs"].shape == obs.shape
+    assert [e["length"] for e in episodes] == [7] * 6 and all(e["return"] == 0.0 for e in episodes)
+
+
+def test_xminigrid_reward_on_reaching_the_goal_follows_minigrid():
+    """Empty-5x5: the goal is two cells down and two right of the agent's start (facing
+    right): forward, forward, right turn, forward, forward reaches it at step 5 of 100."""
+    env = jaxenvs.make("xminigrid:MiniGrid-Empty-5x5", 1)
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    for a in (0, 0, 1, 0, 0):  # forward, forward, turn right, forward, forward
+        state, _, reward, terminated, truncated, info = env.step(state, jnp.array([a]), jax.random.PRNGKey(1))
+    assert bool(terminated[0]) and not bool(truncated[0])
+    np.testing.assert_allclose(reward[0], 1 - 0.9 * 5 / 100, rtol=1e-6)  # MiniGrid's 1 - 0.9 t / T
+
+
+def test_bad_options_and_ids_fail_clearly():
+    with pytest.raises(ValueError, match="unknown xminigrid option"):
+        jaxenvs.make("xminigrid:MiniGrid-DoorKey-5x5", 1, obs="flat")
+    with pytest.raises(ValueError, match="closest valid ids"):
+        envs.parse_id("xminigrid:MiniGrid-DoorKey-9x9")
+    with pytest.raises(ValueError, match="do not render"):
+        envs.make("gymnax:CartPole-v1", 1, render=True)
+
+
+# -- PPO's jitted path ----------------------------------------------------------------------
+
+TINY = {"env": "gymnax:CartPole-v1", "num_envs": 4, "num_steps": 32, "total_steps": 1024, "num_minibatches": 4,
+        "update_epochs": 2, "log_every": 256, "eval_episodes": 2}  # fmt: skip
+
+
+def _rows(summary):
+    return [json.loads(x) for x in open(summary["metrics"])]
+
+
+def test_jitted_ppo_solves_cartpole(tmp_path):
+    cfg = config_lib.build(
+        ppo.Config,
+        ["ppo-cartpole"],
+        {"env": "gymnax:CartPole-v1", "runs_dir": str(tmp_path), "eval_episodes": 5},
+    )
+    summary = ppo.train(cfg)
+    assert summary["eval/episode_return"] >= 475, summary
+
+
+def test_vmapped_seeds_equal_separate_runs(tmp_path):
+    cfg = config_lib.build(ppo.Config, overrides={**TINY, "runs_dir": str(tmp_path)})
+    both = ppo.train_jitted(cfg, seeds=[0, 1])
+    alone = ppo.train_jitted(
+        config_lib.build(ppo.Config, overrides={**TINY, "seed": 1, "runs_dir": str(tmp_path)})
+    )
+    a, b = _rows(both[1]), _rows(alone[0])
+    assert len(a) == len(b) > 2
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            if k.startswith(("perf/", "time")):
+                continue
+            np.testing.assert_allclose(x[k], y[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    assert _rows(both[0])[-2]["ppo/return"] != a[-2]["ppo/return"]  # the two seeds differ
+
+
+class ObsBonus(Fixed):
+    reads = frozenset({"obs"})
+
+    def reward(self, state, batch):
+        return batch.obs[..., 0]
+
+
+def test_the_jitted_path_trains_on_the_shaper_total(tmp_path):
+    """Mutation check: a jitted iteration that trained on the env reward would give the same
+    value loss with a bonus of weight 0 and of weight 5."""
+    losses = []
+    for w in (0.0, 5.0):
+        shaper = Shaper((Stream("extrinsic", Extrinsic()), Stream("bonus", ObsBonus(), weight=w)))
+        cfg = config_lib.build(ppo.Config, overrides={**TINY, "runs_dir": str(tmp_path), "total_steps": 256})
+        rows = _rows(ppo.train(cfg, shaper=shaper))
+        losses.append(rows[0]["loss/value"])
+        assert rows[0]["reward/bonus_weight"] == w
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+
+
+def test_every_built_in_term_runs_inside_the_jitted_iteration(tmp_path):
+    terms = ["icm", "rnd", "ngu", "e3b", "re3", "disagreement", "state_entropy"]
+    cfg = config_lib.build(
+        ppo.Config,
+        overrides={**TINY, "runs_dir": str(tmp_path), "total_steps": 256, "shaper": {"terms": terms}},
+    )
+    rows = _rows(ppo.train(cfg))
+    for t in terms:
+        assert np.isfinite(rows[0][f"reward/{t}"]), t
+    assert any(k.startswith("reward/icm/") for k in rows[0])  # the learned terms trained
+
+
+def test_annotating_terms_are_refused_before_the_run(tmp_path):
+    cfg = config_lib.build(
+        ppo.Config, overrides={**TINY, "runs_dir": str(tmp_path), "shaper": {"smoothing": "gaussian"}}
+    )
+    with pytest.raises(ValueError, match="jit_env=false"):
+        ppo.train(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+def test_jitted_resume_extends_a_run_without_repeating_lines(tmp_path):
+    from rl.runs import Run
+
+    over = {**TINY, "runs_dir": str(tmp_path), "checkpoint_every": 512, "experiment": "t", "run_name": "r"}
+    ppo.train(config_lib.build(ppo.Config, overrides=over))
+    run, ckpt = Run.resume(tmp_path / "t" / "r", ppo.Config, {"total_steps": 2048})
+    summary = ppo.train(run.cfg, run=run, resume=ckpt)
+    assert summary["steps"] == 2048
+    steps = [r["step"] for r in _rows(summary) if "ppo/return" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 2048 and 1024 in steps
