@@ -72,6 +72,17 @@ class _Batch:
     def with_extras(self, **extras):
         return self.replace(extras={**self.extras, **extras})
 
+    def flatten(self) -> Transitions:
+        """Every sample of the batch as ``Transitions`` [N] (N = prod(lead)), extras included:
+        what a term's minibatch updates draw from."""
+        n = 1
+        for d in self.lead:
+            n *= d
+        fold = lambda x: x.reshape(n, *x.shape[len(self.lead) :])  # noqa: E731
+        return Transitions(
+            **{k: fold(getattr(self, k)) for k in FIELDS}, extras=jax.tree.map(fold, self.extras)
+        )
+
 
 @flax.struct.dataclass
 class Transitions(_Batch):

@@ -75,13 +75,15 @@ class JaxEnv:
             state.inner, action, jax.random.split(k_step, E)
         )
         done = terminated | truncated
-        fresh, first_obs = jax.vmap(self.reset_one)(jax.random.split(k_reset, E))
 
         def pick(new, old):  # the fresh episode where one ended
             return jnp.where(done.reshape(done.shape + (1,) * (new.ndim - 1)), new, old)
 
-        inner = jax.tree.map(pick, fresh, inner)
-        obs = pick(first_obs, next_obs)
+        def reset(inner):  # episodes end in few steps: generate fresh ones only then
+            fresh, first_obs = jax.vmap(self.reset_one)(jax.random.split(k_reset, E))
+            return jax.tree.map(pick, fresh, inner), pick(first_obs, next_obs)
+
+        inner, obs = jax.lax.cond(done.any(), reset, lambda inner: (inner, next_obs), inner)
         reward = reward.astype(jnp.float32)
         ret, length = state.episode_return + reward, state.episode_length + 1
         info = {

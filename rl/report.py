@@ -170,7 +170,7 @@ def report(
     ]
     for (arm, task), r in per_task.items():
         ref = references.get((arm, task))
-        ref_s = f"{ref[0]:,.0f} ({ref[1]})" if ref else "-"
+        ref_s = f"{score(ref[0])} ({ref[1]})" if ref else "-"
         seeds = ", ".join(score(s) for s in r["scores"])
         lines.append(
             f"| {arm} | {task} | {r['n']} | {score(r['iqm'])} | [{score(r['ci'][0])}, {score(r['ci'][1])}] | {seeds} | {ref_s} |"

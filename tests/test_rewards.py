@@ -235,6 +235,10 @@ class NotebookBonus(Fixed):
         return batch.flat(batch.obs).sum(-1).reshape(batch.lead) * self.scale
 
 
+class ReturnNormalized(NotebookBonus):
+    stream_defaults = {"normalize": "return"}  # a term's own stream defaults win over the section's
+
+
 def test_config_registry_names_terms_and_rejects_unknown_keys():
     from dataclasses import dataclass
 
@@ -245,8 +249,8 @@ def test_config_registry_names_terms_and_rejects_unknown_keys():
     assert [s.name for s in shaper.streams] == ["extrinsic", "icm", "mine"]
     assert shaper.streams[1].term.beta == 0.3 and float(shaper.streams[1].weight(0)) == 0.5
     assert type(shaper.streams[2].term).__qualname__ == "NotebookBonus"  # imported by module:Class
-    assert shaper.streams[1].normalize == "std" and from_config(
-        ShaperConfig(terms=["rnd"])).streams[1].normalize == "return"  # fmt: skip
+    assert shaper.streams[1].normalize == "std" and from_config(ShaperConfig(
+        terms=["r"], streams={"r": {"kind": "tests.test_rewards:ReturnNormalized"}})).streams[1].normalize == "return"  # fmt: skip
 
     @dataclass(frozen=True)
     class Registered(NotebookBonus):

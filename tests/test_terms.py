@@ -8,6 +8,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.ndimage
 
@@ -24,7 +25,9 @@ from rl.rewards import (
     RND,
     Disagreement,
     PotentialShaping,
+    Shaper,
     StateEntropy,
+    Stream,
     learned,
     smoothing,
 )
@@ -65,8 +68,8 @@ def test_icm_reward_and_losses_match_numpy(env_id):
     a_in = np.eye(spec.num_actions)[a] if spec.discrete else a.reshape(len(a), -1)
     pred = mlp_numpy(p["forward_model"], np.concatenate([phi, a_in], -1), relu)
     a_hat = mlp_numpy(p["dynamics"]["inverse"], np.concatenate([phi, phi_next], -1), relu)
-    err = np.sum((pred - phi_next) ** 2, -1)
-    np.testing.assert_allclose(term.reward(state, batch), 0.5 * 0.5 * err, rtol=1e-4, atol=1e-6)
+    err = np.mean((pred - phi_next) ** 2, -1)  # RLeXplore's icm.py: the mean over feature units
+    np.testing.assert_allclose(term.reward(state, batch), 0.5 * err, rtol=1e-4, atol=1e-6)
     if spec.discrete:
         logz = np.log(np.sum(np.exp(a_hat - a_hat.max(-1, keepdims=True)), -1)) + a_hat.max(-1)
         inverse = np.mean(logz - a_hat[np.arange(len(a)), a])
@@ -74,7 +77,7 @@ def test_icm_reward_and_losses_match_numpy(env_id):
         inverse = 0.5 * np.mean(np.sum((a_hat - a_in) ** 2, -1))
     got_inverse, got_forward = term.losses(state, state.params, batch)
     np.testing.assert_allclose(got_inverse, inverse, rtol=1e-4)
-    np.testing.assert_allclose(got_forward, 0.5 * err.mean(), rtol=1e-4)
+    np.testing.assert_allclose(got_forward, err.mean(), rtol=1e-4)
     # training lowers eq. 7's loss on the data it sees
     update = jax.jit(lambda s: term.update(s, batch, jax.random.PRNGKey(1)))
     first = float(update(state)[1]["loss"])
@@ -85,23 +88,39 @@ def test_icm_reward_and_losses_match_numpy(env_id):
 
 def test_rnd_reward_normalization_and_training():
     spec, batch = transitions("gym:HalfCheetah-v5", n=64)
-    batch = batch.replace(next_obs=batch.next_obs * 3.0 + 1.0)
-    term = RND(features=8, hidden=(32,), update_proportion=1.0, lr=1e-3)
+    states = batch.next_obs * 3.0 + 1.0
+    batch = batch.replace(obs=states, next_obs=states)  # the predictor trains on obs, rewards next_obs
+    term = RND(features=8, hidden=(32,), lr=1e-3)
     state = term.init(jax.random.PRNGKey(0), spec)
     p, f = host(state.params), host(state.fixed)
     x = np.clip(np.asarray(batch.next_obs), -5, 5)  # the prior statistics: mean 0, std 1
     target = mlp_numpy(f["target"]["MLP_0"], x, relu)
     pred = mlp_numpy(p["MLP_0"], x, relu)
     np.testing.assert_allclose(term.reward(state, batch), np.mean((pred - target) ** 2, -1), rtol=1e-4)
+    # ``prepare`` folds the batch's observations in before its reward (rllte BaseReward.compute)
+    prepared = term.prepare(state, batch)
+    stats = prepared.fixed["obs_stats"]
+    np.testing.assert_allclose(stats.mean, np.asarray(states).mean(0), rtol=1e-3, atol=1e-3)
+    shaper = Shaper((Stream("rnd", term),))
+    ss = shaper.init(jax.random.PRNGKey(0), spec)
+    rewards = shaper.step(ss, batch, jax.random.PRNGKey(1), 0)[1]
+    t0 = ss.terms["rnd"]
+    np.testing.assert_allclose(rewards.raw["rnd"], term.reward(term.prepare(t0, batch), batch), rtol=1e-5)
+    assert not np.allclose(rewards.raw["rnd"], term.reward(t0, batch))  # not the stale statistics
+    state = prepared
     update = jax.jit(lambda s: term.update(s, batch, jax.random.PRNGKey(1)))
     before = float(jnp.mean(term.reward(state, batch)))
     for _ in range(200):
         state, _ = update(state)
-    stats = state.fixed["obs_stats"]  # the observation statistics follow the data
-    np.testing.assert_allclose(stats.mean, np.asarray(batch.next_obs).mean(0), rtol=1e-3, atol=1e-3)
     assert float(jnp.mean(term.reward(state, batch))) < 0.2 * before  # seen states: low bonus
-    novel = batch.replace(next_obs=batch.next_obs + 20.0)
+    novel = batch.replace(next_obs=batch.next_obs + 2.0)
     assert float(jnp.mean(term.reward(state, novel))) > float(jnp.mean(term.reward(state, batch)))
+    # obs_norm='none': vectors as they are
+    raw = RND(features=8, hidden=(32,), obs_norm="none")
+    s_raw = raw.init(jax.random.PRNGKey(0), spec)
+    pred = mlp_numpy(host(s_raw.params)["MLP_0"], np.asarray(states), relu)
+    target = mlp_numpy(host(s_raw.fixed)["target"]["MLP_0"], np.asarray(states), relu)
+    np.testing.assert_allclose(raw.reward(s_raw, batch), np.mean((pred - target) ** 2, -1), rtol=1e-4)
 
 
 def test_disagreement_is_the_ensemble_variance():
@@ -112,7 +131,7 @@ def test_disagreement_is_the_ensemble_variance():
     (models,) = params.values()
     x = np.concatenate([np.asarray(batch.obs), np.asarray(batch.action)], -1)
     preds = np.stack([mlp_numpy(jax.tree.map(lambda a, k=k: a[k], models), x, relu) for k in range(4)])
-    np.testing.assert_allclose(term.reward(state, batch), preds.var(0).mean(-1), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(term.reward(state, batch), preds.var(0, ddof=1).mean(-1), rtol=1e-4, atol=1e-7)
     update = jax.jit(lambda s: term.update(s, batch, jax.random.PRNGKey(1)))
     before = float(jnp.mean(term.reward(state, batch)))
     for _ in range(200):
@@ -135,7 +154,7 @@ def test_knn_terms_match_a_brute_force_loop():
     np.testing.assert_allclose(got, knn_reference(np.asarray(batch.obs), 5), rtol=1e-4, atol=1e-4)
     term = RE3(k=3, features=8, hidden=(16,))
     state = term.init(jax.random.PRNGKey(0), spec)
-    y = mlp_numpy(host(state)["MLP_0"], np.asarray(batch.obs), relu)
+    y = mlp_numpy(host(state["params"])["MLP_0"], np.asarray(batch.obs), relu)
     np.testing.assert_allclose(
         term.reward(state, batch), np.log(knn_reference(y, 3) + 1), rtol=1e-4, atol=1e-4
     )
@@ -145,6 +164,74 @@ def test_knn_terms_match_a_brute_force_loop():
     np.testing.assert_allclose(
         StateEntropy(5).reward((), seq).reshape(-1), StateEntropy(5).reward((), batch), rtol=1e-5
     )
+
+
+def test_re3_on_rollouts_matches_the_reference_per_env_memory():
+    """A transcription of RLeXplore's re3.py over three rollouts: each env's embeddings kept in
+    a ring of the last ``memory`` steps across rollouts; a state's reward log(1 + d) with d the
+    distance to its k-th nearest among its env's memory and the rollout's other steps.
+    Mutations caught: neighbours from other envs, a memory cut at the rollout's edge."""
+    T, E, M = 5, 2, 7
+    term = RE3(k=2, features=4, hidden=(8,), memory=M)
+    spec = envs.make_spec("gym:CartPole-v1", E, 0)
+    rng = np.random.default_rng(1)
+    obs = rng.normal(size=(3 * T, E, 4)).astype(np.float32)
+    state = term.init(jax.random.PRNGKey(0), spec)
+    y = mlp_numpy(host(state["params"])["MLP_0"], obs, relu)
+    expected, got = np.zeros((3 * T, E)), []
+    for r in range(3):
+        for e in range(E):
+            past = [y[t, e] for t in range(max(0, r * T - M), r * T)]  # the ring's content
+            for t in range(r * T, (r + 1) * T):
+                others = past + [y[j, e] for j in range(r * T, (r + 1) * T) if j != t]
+                d = sorted(np.linalg.norm(y[t, e] - o) for o in others)
+                expected[t, e] = np.log(d[term.k - 1] + 1)
+        sl = slice(r * T, (r + 1) * T)
+        data = {"obs": obs[sl], "next_obs": obs[sl], "action": np.zeros((T, E), np.int32),
+                "reward": np.zeros((T, E), np.float32), "terminated": np.zeros((T, E), bool),
+                "truncated": np.zeros((T, E), bool)}  # fmt: skip
+        batch = batch_lib.time_major_to_sequences(data)
+        got.append(np.asarray(term.reward(state, batch)).T)
+        state = term.update(state, batch, jax.random.PRNGKey(r))[0]
+    np.testing.assert_allclose(np.concatenate(got), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_minibatch_epochs_visits_each_sample_once_per_epoch():
+    """With SGD at lr 1 on loss = -sum(mask * w[id]), each w counts how often its sample
+    trained: ``epochs`` times, padding of the last minibatch never."""
+    n, size, epochs = 10, 4, 3
+    ids = jnp.arange(n)
+    batch = batch_lib.transitions(ids, ids, jnp.zeros(n), ids, np.zeros(n, bool), np.zeros(n, bool))
+    state = learned.LearnedState(jnp.zeros(n), optax.sgd(1.0).init(jnp.zeros(n)))
+
+    def loss_fn(w, mb, j):
+        return -jnp.sum(mb.mask * w[mb.obs]), {"j": j}
+
+    state, metrics = learned.minibatch_epochs(
+        state, batch, jax.random.PRNGKey(0), loss_fn, optax.sgd(1.0), size, epochs
+    )
+    np.testing.assert_allclose(state.params, np.full(n, float(epochs)))
+    assert float(metrics["j"]) == (3 * epochs - 1) / 2  # 3 minibatches an epoch, steps 0..8
+
+
+def test_disagreement_trains_one_member_per_minibatch():
+    spec, batch = transitions("gym:Pendulum-v1", n=64)
+    term = Disagreement(ensemble=4, features=0, hidden=(16,), batch_size=32)
+    state = term.init(jax.random.PRNGKey(0), spec)
+    new = term.update(state, batch, jax.random.PRNGKey(1))[0]  # two minibatches: members 0 and 1
+    changed = [
+        not np.allclose(jax.tree.leaves(jax.tree.map(lambda a, k=k: a[k], new.params))[0],
+                        jax.tree.leaves(jax.tree.map(lambda a, k=k: a[k], state.params))[0])
+        for k in range(4)
+    ]  # fmt: skip
+    assert changed == [True, True, False, False]
+    newer = term.update(new, batch, jax.random.PRNGKey(2))[0]  # the next call goes on with 2 and 3
+    moved = [
+        not np.allclose(jax.tree.leaves(jax.tree.map(lambda a, k=k: a[k], newer.params))[0],
+                        jax.tree.leaves(jax.tree.map(lambda a, k=k: a[k], new.params))[0])
+        for k in range(4)
+    ]  # fmt: skip
+    assert moved == [False, False, True, True]
 
 
 def phi_table(obs):  # a potential over one-hot states
@@ -265,38 +352,59 @@ def starts_of(data):
     return np.concatenate([np.zeros_like(done[:1]), done[:-1]])
 
 
-def e3b_reference(phi, starts, ridge, c_inv0=None):
-    """The elliptical bonus along time for each env: phi [T, E, D] -> (bonus [T, E], C^-1 after)."""
-    T, E, D = phi.shape
-    expected, last = np.zeros((T, E)), []
+def e3b_reference(phi, dones, ridge):
+    """A transcription of facebookresearch/e3b's actor loop (minihack/torchbeast/src/utils.py,
+    ``act``) over a stream of steps: phi [N, E, D] of each step's obs, dones [N, E] of each
+    step. Per env: C^-1 = I / ridge at an episode's start; the bonus u = C^-1 h, b = h.u, then
+    C^-1 -= u u^T / (1 + b); b = 0 at the episode's first step."""
+    N, E, D = phi.shape
+    out = np.zeros((N, E))
     for e in range(E):
-        C = ridge * np.eye(D) if c_inv0 is None else np.linalg.inv(c_inv0[e])
-        for t in range(T):
-            if starts[t, e]:
-                C = ridge * np.eye(D)
-            expected[t, e] = phi[t, e] @ np.linalg.solve(C, phi[t, e])
-            C = C + np.outer(phi[t, e], phi[t, e])
-        last.append(np.linalg.inv(C))
-    return expected, np.stack(last)
+        cov_inverse, step = np.eye(D) / ridge, 0
+        for t in range(N):
+            if t > 0 and dones[t - 1, e]:  # the frame after a done is the reset frame
+                cov_inverse, step = np.eye(D) / ridge, 0
+            h = phi[t, e].astype(np.float64)
+            u = cov_inverse @ h
+            b = float(h @ u)
+            cov_inverse = cov_inverse - np.outer(u, u) / (1.0 + b)
+            out[t, e] = 0.0 if step == 0 else b
+            step += 1
+    return out
 
 
-def test_e3b_elliptical_bonus_matches_a_numpy_loop():
-    spec, batch, data = rollout_batch()
-    term = E3B(features=6, hidden=(16,), ridge=0.1)
+def test_e3b_elliptical_bonus_matches_the_reference_across_rollouts():
+    """Three consecutive rollouts of two envs as PPO hands them over, against the reference
+    loop over the whole stream: episodes end inside a rollout and (env 1) at a rollout's last
+    step, so the next one starts an episode; the encoder held fixed. Mutations caught: a
+    first-step bonus of ||phi||^2 / lambda, a carry that ignores the rollout-end reset, a
+    matrix updated before the bonus."""
+    T, E, term = 8, 2, E3B(features=6, hidden=(16,), ridge=0.1)
+    spec = envs.make_spec("gym:CartPole-v1", E, 0)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(3 * T, E, 4)).astype(np.float32)
+    dones = np.zeros((3 * T, E), bool)
+    dones[3, 0], dones[T - 1, 1], dones[T + 5, 0] = True, True, True
     state = term.init(jax.random.PRNGKey(0), spec)
-    phi = mlp_numpy(host(state.params)["encoder"]["MLP_0"], data["obs"], relu)  # [T, E, D]
-    expected, last = e3b_reference(phi, starts_of(data), 0.1)
-    np.testing.assert_allclose(term.reward(state, batch), expected.T, rtol=2e-3, atol=1e-5)
-    new = term.update(state, batch, jax.random.PRNGKey(1))[0]  # C^-1 carries into the next rollout
-    np.testing.assert_allclose(new.fixed["c_inv"], last, rtol=2e-3, atol=1e-4)
-    # the next rollout continues each env's ellipse (both episodes are open at its end)...
-    carried = new.replace(params=state.params)
-    second, _ = e3b_reference(phi, starts_of(data), 0.1, c_inv0=np.asarray(new.fixed["c_inv"]))
-    assert not np.allclose(second, expected)
-    np.testing.assert_allclose(term.reward(carried, batch), second.T, rtol=5e-3, atol=1e-4)
-    # ...while replay windows start afresh, whatever the carry holds
-    _, window, _ = rollout_batch(rollout=False)
-    np.testing.assert_allclose(term.reward(carried, window), expected.T, rtol=2e-3, atol=1e-5)
+    params = state.params
+    phi = mlp_numpy(host(params)["encoder"]["MLP_0"], obs, relu)
+    expected = e3b_reference(phi, dones, 0.1)
+    got = []
+    for r in range(3):
+        sl = slice(r * T, (r + 1) * T)
+        data = {"obs": obs[sl], "next_obs": obs[sl] + 0.1, "action": np.zeros((T, E), np.int32),
+                "reward": np.zeros((T, E), np.float32), "terminated": dones[sl], "truncated": np.zeros((T, E), bool)}  # fmt: skip
+        batch = batch_lib.time_major_to_sequences(data)
+        got.append(np.asarray(term.reward(state, batch)).T)
+        state = term.update(state, batch, jax.random.PRNGKey(r))[0].replace(params=params)
+    np.testing.assert_allclose(np.concatenate(got), expected, rtol=3e-3, atol=1e-4)
+    assert expected[0].tolist() == [0.0, 0.0] and expected[4, 0] == 0.0 and expected[T, 1] == 0.0
+    # replay windows start afresh: a window's first step is an episode's first
+    spec2, window, data = rollout_batch(rollout=False)
+    s2 = term.init(jax.random.PRNGKey(1), spec2)
+    phi2 = mlp_numpy(host(s2.params)["encoder"]["MLP_0"], data["obs"], relu)
+    ref = e3b_reference(phi2, data["terminated"] | data["truncated"], 0.1)
+    np.testing.assert_allclose(term.reward(s2, window), ref.T, rtol=3e-3, atol=1e-4)
     # transitions [B]: the ellipse of the batch, phi_i^T (lambda I + sum_j phi_j phi_j^T)^-1 phi_i
     spec_t, trans = transitions("gym:CartPole-v1", n=20)
     s_t = term.init(jax.random.PRNGKey(2), spec_t)
@@ -306,48 +414,86 @@ def test_e3b_elliptical_bonus_matches_a_numpy_loop():
     np.testing.assert_allclose(term.reward(s_t, trans), ref, rtol=2e-3, atol=1e-6)
 
 
-def ngu_reference(term, phi, episode, mean):
-    """NGU's episodic bonus of each row's steps against the earlier steps of its episode;
-    phi [R, T, D], episode [R, T] segment ids."""
-    R, T, _ = phi.shape
-    out = np.zeros((R, T))
-    for r in range(R):
-        for t in range(T):
-            memory = [phi[r, j] for j in range(T) if j != t and episode[r, j] == episode[r, t]]
-            memory = [phi[r, j] for j in range(t) if episode[r, j] == episode[r, t]] if T > 1 else memory
-            if not memory:
-                continue  # an episode's first step: no bonus
-            d2 = np.sort([np.sum((phi[r, t] - m) ** 2) for m in memory])[: term.k]
-            d = np.maximum(d2 / mean - term.cluster, 0.0)
-            kernel = term.kernel_eps / (d + term.kernel_eps)
-            out[r, t] = 1.0 / (np.sqrt(kernel.sum()) + term.c)
+def ngu_reference(term, phi, dones, T):
+    """A transcription of RLeXplore's episodic count (rllte ``pseudo_counts.py``, ``watch``
+    per step and ``compute`` per rollout) over a stream of rollouts of T steps: phi [N, E, D],
+    dones [N, E]. Per env a memory of the episode's embeddings, cleared after a done; each
+    step's k nearest squared distances to it; r = 0 on an empty memory or where
+    sqrt(sum K) + c > s_m. The running mean of squared distances (count 1e-4, mean 0 at
+    first, as TorchRunningMeanStd) takes in each rollout's distances before its rewards:
+    our one departure from the reference, which folds them in after."""
+    N, E, _ = phi.shape
+    out, memory = np.zeros((N, E)), [[] for _ in range(E)]
+    mean, count = 0.0, 1e-4
+    for start in range(0, N, T):
+        found = {}
+        for t in range(start, start + T):
+            for e in range(E):
+                if memory[e]:
+                    found[t, e] = np.sort([np.sum((phi[t, e] - m) ** 2) for m in memory[e]])[: term.k]
+                memory[e].append(phi[t, e])
+                if dones[t, e]:
+                    memory[e] = []
+        dists = np.concatenate(list(found.values())) if found else np.zeros(0)
+        if len(dists):
+            mean = mean + (dists.mean() - mean) * len(dists) / (count + len(dists))
+            count += len(dists)
+        for (t, e), d2 in found.items():
+            d = np.maximum(d2 / max(mean, 1e-8) - term.cluster, 0.0)
+            s = np.sqrt(np.sum(term.kernel_eps / (d + term.kernel_eps))) + term.c
+            out[t, e] = 0.0 if s > term.max_similarity else 1.0 / s
     return out
 
 
-def test_ngu_episodic_kernel_matches_a_numpy_loop():
-    spec, batch, data = rollout_batch(T=15)
-    term = NGU(features=5, hidden=(16,), k=3)
+def test_ngu_episodic_count_matches_the_reference_across_rollouts():
+    """Mutations caught: a memory cut at the rollout's edge (the old behaviour), no s_m
+    cut-off, a first-step bonus, d_m^2 left out of date."""
+    T, E = 6, 2
+    term = NGU(features=5, hidden=(16,), k=3, lifelong=False, memory=64)
+    spec = envs.make_spec("gym:CartPole-v1", E, 0)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(3 * T, E, 4)).astype(np.float32)
+    obs[8, 1] = obs[7, 1]  # a repeated state: a large kernel sum (the s_m cut-off)
+    obs[9, 1] = obs[7, 1]
+    dones = np.zeros((3 * T, E), bool)
+    dones[2, 0], dones[T - 1, 1], dones[T + 3, 0] = True, True, True
     state = term.init(jax.random.PRNGKey(0), spec)
-    stats = state.fixed["dist"]
-    state = state.replace(fixed={**state.fixed, "dist": stats._replace(mean=jnp.float32(0.7))})
-    phi = mlp_numpy(host(state.params)["encoder"]["MLP_0"], data["obs"], relu).transpose(1, 0, 2)  # [E, T, D]
-    episode = np.cumsum(starts_of(data), axis=0).T
-    np.testing.assert_allclose(
-        term.reward(state, batch), ngu_reference(term, phi, episode, 0.7), rtol=2e-3, atol=1e-4
-    )
+    params = state.params
+    phi = mlp_numpy(host(params)["encoder"]["MLP_0"], obs, relu)
+    expected = ngu_reference(term, phi, dones, T)
+    got = []
+    for r in range(3):
+        sl = slice(r * T, (r + 1) * T)
+        data = {"obs": obs[sl], "next_obs": obs[sl] + 0.1, "action": np.zeros((T, E), np.int32),
+                "reward": np.zeros((T, E), np.float32), "terminated": dones[sl], "truncated": np.zeros((T, E), bool)}  # fmt: skip
+        batch = batch_lib.time_major_to_sequences(data)
+        got.append(np.asarray(term.reward(state, batch)).T)
+        state = term.update(state, batch, jax.random.PRNGKey(r))[0].replace(params=params)
+    np.testing.assert_allclose(np.concatenate(got), expected, rtol=3e-3, atol=1e-4)
+    assert expected[T, 0] > 0  # env 0's episode goes on across the rollout edge: memory kept
+    assert expected[T, 1] == 0  # env 1's ended at the last step: the next rollout starts afresh
     # transitions [B]: the memory is the rest of the batch
     spec_t, trans = transitions("gym:CartPole-v1", n=12)
-    phi_t = mlp_numpy(host(state.params)["encoder"]["MLP_0"], np.asarray(trans.obs), relu)
+    s_t = term.init(jax.random.PRNGKey(3), spec_t)
+    phi_t = mlp_numpy(host(s_t.params)["encoder"]["MLP_0"], np.asarray(trans.obs), relu)
+    d2s = [np.sort([np.sum((phi_t[i] - phi_t[j]) ** 2) for j in range(12) if j != i])[:3] for i in range(12)]
+    mean = np.concatenate(d2s).mean()
     expected = np.zeros(12)
-    for i in range(12):
-        d2 = np.sort([np.sum((phi_t[i] - phi_t[j]) ** 2) for j in range(12) if j != i])[:3]
-        kernel = term.kernel_eps / (np.maximum(d2 / 0.7 - term.cluster, 0.0) + term.kernel_eps)
-        expected[i] = 1.0 / (np.sqrt(kernel.sum()) + term.c)
-    np.testing.assert_allclose(term.reward(state, trans), expected, rtol=2e-3, atol=1e-4)
+    for i, d2 in enumerate(d2s):
+        kernel = term.kernel_eps / (np.maximum(d2 / mean - term.cluster, 0.0) + term.kernel_eps)
+        s = np.sqrt(kernel.sum()) + term.c
+        expected[i] = 0.0 if s > term.max_similarity else 1.0 / s
+    np.testing.assert_allclose(term.reward(s_t, trans), expected, rtol=3e-3, atol=1e-4)
+    # the life-long modulator: alpha = clip(1 + err / std(err), 1, L) of the RND error
     lifelong = NGU(features=5, hidden=(16,), k=3, lifelong=True, rnd=RND(features=4, hidden=(8,)))
+    _, batch, _ = rollout_batch()
     s = lifelong.init(jax.random.PRNGKey(0), spec)
     s = lifelong.update(s, batch, jax.random.PRNGKey(1))[0]
-    assert np.all(np.isfinite(lifelong.reward(s, batch))) and "rnd" in s.fixed
+    episodic = NGU(features=5, hidden=(16,), k=3, lifelong=False).reward(s, batch)
+    err = np.asarray(lifelong.rnd.reward(s.fixed["rnd"], batch)).reshape(-1)
+    stats = s.fixed["err"].merge_masked(jnp.asarray(err), jnp.ones(err.shape, bool))
+    alpha = np.clip(1 + err / np.sqrt(float(stats.var) + 1e-8), 1, 5).reshape(episodic.shape)
+    np.testing.assert_allclose(lifelong.reward(s, batch), np.asarray(episodic) * alpha, rtol=3e-3, atol=1e-5)
 
 
 def test_every_built_in_term_on_sequences_from_the_replay():

@@ -345,7 +345,8 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
     added, at env step ``state.step + batch_size`` (the rollout's steps taken)."""
     key, k_shaper, k_fit, k_perm = jax.random.split(state.key, 4)
     step = state.step + cfg.batch_size
-    rollout = {**rollout, **rollout_values(cfg, spec, state.params, rollout)}
+    if "logp" not in rollout:  # the host loop only sampled actions; the jitted rollout has them
+        rollout = {**rollout, **rollout_values(cfg, spec, state.params, rollout)}
     batch = shaper_batch(rollout, tuple(shaper.annotations(spec)))
     shaper_state, rewards, shaper_info = shaper.step(state.shaper, batch, k_shaper, step)
     if rewards.total.shape != batch.lead:
@@ -555,7 +556,7 @@ def rollout_jax(cfg: Config, spec: envs.EnvSpec, env: jaxenvs.JaxEnv, carry: Car
     def one(c: Carry, _):
         stats, x = observe_jax(cfg, spec, c.obs_stats, c.obs)
         key, k_act, k_env = jax.random.split(c.key, 3)
-        pi = net.apply({"params": params}, x)[0]
+        pi, value = net.apply({"params": params}, x)
         if spec.discrete:
             action = jax.random.categorical(k_act, pi)
             to_env = action
@@ -574,12 +575,21 @@ def rollout_jax(cfg: Config, spec: envs.EnvSpec, env: jaxenvs.JaxEnv, carry: Car
             "truncated": truncated,
             "next_obs": info["next_obs"],
             "final_obs": final,
+            "logp": log_prob(spec, pi, action)[0],
+            "value": value,
         }
         episodes = (info["done"], info["episode_return"], info["episode_length"])
         return Carry(c.state, env_state, next_obs, stats, key), (out, episodes)
 
     carry, (rollout, episodes) = jax.lax.scan(one, carry, None, cfg.num_steps)
     rollout["last_obs"] = observe_jax(cfg, spec, carry.obs_stats, carry.obs, update=False)[1]
+    rollout["last_value"] = net.apply({"params": params}, rollout["last_obs"])[1]
+    truncated = rollout["truncated"]
+    rollout["final_value"] = jax.lax.cond(  # truncations are rare: skip the pass when there are none
+        truncated.any(),
+        lambda: jnp.where(truncated, net.apply({"params": params}, rollout["final_obs"])[1], 0.0),
+        lambda: jnp.zeros_like(rollout["value"]),
+    )
     return carry, rollout, episodes
 
 
@@ -668,9 +678,16 @@ def train_jitted(
 
     per_call = chunk_size(cfg)
 
+    def run_one(c, n):
+        return iterations(cfg, spec, env, shaper, c, per_call, n)
+
     @partial(jax.jit, donate_argnums=0)
     def call(carry, n):
-        return jax.vmap(lambda c: iterations(cfg, spec, env, shaper, c, per_call, n))(carry)
+        if len(seeds) > 1:
+            return jax.vmap(run_one, in_axes=(0, None))(carry, n)
+        # one seed: no vmap, so the rare-event conds (truncations, resets) stay conds, not selects
+        out = run_one(jax.tree.map(lambda x: x[0], carry), n)
+        return jax.tree.map(lambda x: x[None], out)
 
     def seed(i, c):
         return jax.tree.map(lambda x: x[i], c)

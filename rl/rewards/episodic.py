@@ -1,22 +1,33 @@
 """Episodic novelty bonuses: how new a state is within the current episode.
 
 Both embed observations with an encoder trained by inverse dynamics (predict a_t from
-(s_t, s_t+1)), so the embedding keeps what the agent controls and drops distractors.
+(s_t, s_t+1)), so the embedding keeps what the agent controls and drops distractors. The
+encoder trains on each batch after its reward, ``epochs`` passes of minibatches of
+``batch_size`` (RLeXplore's cadence: 1 x 256, Adam 1e-3).
 
 - ``E3B`` (Henaff et al. 2022, "Exploration via Elliptical Episodic Bonuses", eq. 3-4):
-  b_t = phi_t^T C_{t-1}^{-1} phi_t with C_t = lambda I + sum_{i<=t} phi_i phi_i^T over the
-  episode so far; C^{-1} is kept by Sherman-Morrison updates and reset at episode starts.
-- ``NGU`` (Badia et al. 2020, "Never Give Up", section 2 and appendix A): the inverse kernel
-  sum r = 1 / (sqrt(sum_{k-NN} K(phi_t, phi_j)) + c) over the k nearest earlier embeddings of
-  the episode, K(x, y) = eps / (max(d^2(x, y) / d_m^2 - xi, 0) + eps), with d_m^2 a running
-  mean of the squared k-NN distances; optionally times RND's life-long modulator
-  alpha = clip(1 + (err - mean) / std, 1, L). An episode's first step, with an empty memory,
-  gets no bonus.
+  b_t = phi_t^T C_{t-1}^{-1} phi_t with C_{t-1} = lambda I + sum_{i<t} phi_i phi_i^T over the
+  episode's earlier steps, phi_t the embedding of s_t; C^{-1} is kept by Sherman-Morrison
+  updates and reset at episode starts. Reference: facebookresearch/e3b
+  (``minihack/torchbeast/src/utils.py``, ``act``): an episode's first step gets 0 (its
+  embedding still enters C), not the ||phi||^2 / lambda of a fresh ellipse.
+- ``NGU`` (Badia et al. 2020, "Never Give Up", section 2 and appendix A): the episodic bonus
+  r = 1 / (sqrt(sum_{k-NN} K(phi_t, phi_j)) + c) over the k nearest embeddings of the
+  episode's earlier steps, K(x, y) = eps / (max(d^2(x, y) / d_m^2 - xi, 0) + eps), d_m^2 the
+  running mean of the squared k-NN distances, and r = 0 where sqrt(sum K) + c > s_m (too
+  similar to memory: the paper's cut-off); times the life-long modulator alpha =
+  clip(1 + err / std(err), 1, L) of an RND error when ``lifelong``. Reference: RLeXplore
+  (rllte ``rllte/xplore/reward/pseudo_counts.py`` and ``ngu.py``): its constants (k 10,
+  eps 1e-4, xi 8e-3, c 1e-3, s_m 8), an episode's first step gets 0, the memory holds the
+  whole episode (here: its last ``memory`` steps, carried across PPO's rollouts), and its
+  alpha (no mean subtracted, unlike the paper's (err - mean) / std). One departure: d_m^2
+  takes in the batch's distances before its reward (the reference, after: its first
+  rollout divides by a mean of 0).
 
-Time order. On ``Sequences`` [B, T] the episode runs along each row: E3B's C^{-1} and NGU's
-memory hold the episode's earlier steps in the row. On PPO's rollouts (``rollout=True``, row b
-is env b) E3B carries each env's C^{-1} from one rollout to the next; replay windows start
-afresh. ``Transitions`` [B] (SAC) have no episodes in order: there the memory is the rest of
+Time order. On ``Sequences`` [B, T] the episode runs along each row. On PPO's rollouts
+(``rollout=True``, row b is env b) E3B's C^{-1} and NGU's memory carry into the next rollout
+until the episode ends; replay windows start afresh, their first step counted as an episode's
+first. ``Transitions`` [B] (SAC) have no episodes in order: there the memory is the rest of
 the batch.
 """
 
@@ -34,9 +45,9 @@ from rl.rewards.learned import (
     LearnedState,
     action_input,
     masked_mean,
+    minibatch_epochs,
     smallest,
     spec_fields,
-    train_step,
 )
 from rl.rewards.rnd import RND
 from rl.rewards.stats import RunningStats
@@ -48,7 +59,9 @@ class _InverseDynamicsTerm:
 
     features: int = 32
     hidden: tuple[int, ...] = (256,)
-    lr: float = 3e-4
+    lr: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 1
 
     reads = frozenset({"obs", "action", "next_obs", "terminated", "truncated"})
 
@@ -73,8 +86,17 @@ class _InverseDynamicsTerm:
             )
         return 0.5 * masked_mean(jnp.sum((logits - action_input(state, action)) ** 2, -1), batch)
 
-    def _train(self, state, batch):
-        return train_step(state, lambda p: (self.inverse_loss(state, p, batch), {}), optax.adam(self.lr))
+    def _train(self, state, batch, key):
+        return minibatch_epochs(
+            state, batch, key, lambda p, mb, _: (self.inverse_loss(state, p, mb), {}),
+            optax.adam(self.lr), self.batch_size, self.epochs,
+        )  # fmt: skip
+
+    def _row_starts(self, state, batch: Sequences):
+        """[B, T] true where a step is its episode's first: after a done in the row, and at
+        the row's start where the previous rollout's episode ended (always for windows)."""
+        first = state.fixed["first"] if batch.rollout else jnp.ones(batch.lead[:1], bool)
+        return batch.episode_starts().at[:, 0].set(first)
 
 
 @dataclass(frozen=True)
@@ -83,10 +105,12 @@ class E3B(_InverseDynamicsTerm):
 
     def init(self, key, spec):
         params, opt = self._init_params(key, spec)
-        c_inv = jnp.broadcast_to(
-            jnp.eye(self.features) / self.ridge, (spec.num_envs, self.features, self.features)
-        )
-        return LearnedState(params, opt, {"c_inv": c_inv}, **spec_fields(spec))
+        E = spec.num_envs
+        fixed = {
+            "c_inv": jnp.broadcast_to(self.fresh(), (E, self.features, self.features)),
+            "first": jnp.ones((E,), bool),  # the next rollout's first step starts an episode
+        }
+        return LearnedState(params, opt, fixed, **spec_fields(spec))
 
     def fresh(self):
         return jnp.eye(self.features) / self.ridge
@@ -95,23 +119,22 @@ class E3B(_InverseDynamicsTerm):
         """(bonuses [B, T], C^{-1} after each row [B, D, D]): along each row from the carried
         C^{-1} (PPO's rollouts) or a fresh one (replay windows)."""
         phi = batch.unflat(self.embed(state, batch.flat(batch.obs)))
-        B = batch.lead[0]
-        c0 = (
-            state.fixed["c_inv"]
-            if batch.rollout
-            else jnp.broadcast_to(self.fresh(), (B, *self.fresh().shape))
-        )
+        B, D = batch.lead[0], self.features
+        c0 = state.fixed["c_inv"] if batch.rollout else jnp.broadcast_to(self.fresh(), (B, D, D))
+        fresh = jnp.broadcast_to(self.fresh(), (B, D, D))
 
         def step(c_inv, x):
             phi_t, start = x
-            c_inv = jnp.where(start[:, None, None], self.fresh(), c_inv)
+            c_inv = jnp.where(jnp.broadcast_to(start[:, None, None], c_inv.shape), fresh, c_inv)
             u = jnp.einsum("eij,ej->ei", c_inv, phi_t)
-            bonus = jnp.einsum("ei,ei->e", phi_t, u)
-            c_inv = c_inv - jnp.einsum("ei,ej->eij", u, u) / (1.0 + bonus)[:, None, None]  # Sherman-Morrison
-            return c_inv, bonus
+            b = jnp.einsum("ei,ei->e", phi_t, u)
+            c_inv = c_inv - jnp.einsum("ei,ej->eij", u, u) / jnp.broadcast_to(
+                (1.0 + b)[:, None, None], c_inv.shape
+            )
+            return c_inv, jnp.where(start, 0.0, b)  # an episode's first step: 0 (the reference)
 
-        xs = (jnp.swapaxes(phi, 0, 1), jnp.swapaxes(batch.episode_starts(), 0, 1))  # time-major scan
-        c_inv, bonuses = jax.lax.scan(step, c0, xs)
+        starts = self._row_starts(state, batch)
+        c_inv, bonuses = jax.lax.scan(step, c0, (jnp.swapaxes(phi, 0, 1), jnp.swapaxes(starts, 0, 1)))
         return jnp.swapaxes(bonuses, 0, 1), c_inv
 
     def reward(self, state, batch):
@@ -126,74 +149,120 @@ class E3B(_InverseDynamicsTerm):
         if isinstance(batch, Sequences) and batch.rollout:  # carry each env's ellipse on
             c_inv = self._scan(state, batch)[1]
             done = (batch.terminated | batch.truncated)[:, -1]
-            fixed = {"c_inv": jnp.where(done[:, None, None], self.fresh(), c_inv)}
-        state, metrics = self._train(state.replace(fixed=fixed), batch)
-        return state, metrics
+            fixed = {"c_inv": c_inv, "first": done}  # reset at the next rollout's first step
+        return self._train(state.replace(fixed=fixed), batch, key)
 
 
 @dataclass(frozen=True)
 class NGU(_InverseDynamicsTerm):
     k: int = 10  # neighbours
-    kernel_eps: float = 1e-3  # eps of the kernel
+    kernel_eps: float = 1e-4  # eps of the kernel
     cluster: float = 8e-3  # xi: squared distances below this (relative) count as identical
     c: float = 1e-3  # pseudo-count constant
-    lifelong: bool = False  # times RND's life-long modulator alpha
+    max_similarity: float = 8.0  # s_m: no bonus where sqrt(sum K) + c exceeds it
+    memory: int = 1024  # embeddings of the current episode kept per env across PPO's rollouts
+    lifelong: bool = True  # times RND's life-long modulator alpha
     max_modulator: float = 5.0  # L
     rnd: RND = RND()
 
     def init(self, key, spec):
         k_net, k_rnd = jax.random.split(key)
         params, opt = self._init_params(k_net, spec)
-        fixed = {"dist": RunningStats.zeros(), "err": RunningStats.zeros()}
+        E = spec.num_envs
+        fixed = {
+            "dist": RunningStats.zeros(),
+            "err": RunningStats.zeros(),
+            "mem": jnp.zeros((E, self.memory + 1, self.features), jnp.float32),  # +1: a scratch slot
+            "count": jnp.zeros((E,), jnp.int32),  # embeddings written this episode
+            "first": jnp.ones((E,), bool),
+        }
         if self.lifelong:
             fixed["rnd"] = self.rnd.init(k_rnd, spec)
         return LearnedState(params, opt, fixed, **spec_fields(spec))
 
     def _knn_sq(self, state, batch):
-        """(squared distances to the k nearest earlier embeddings of the episode [N, k], and
-        a [N, k] mask of neighbours that exist)."""
-        phi = self.embed(state, batch.flat(batch.obs))
-        if isinstance(batch, Sequences):  # earlier steps of the same episode within the row
-            phi = batch.unflat(phi)  # [B, T, D]
-            T = batch.lead[1]
-            episode = jnp.cumsum(batch.episode_starts(), axis=1)  # [B, T] segment ids
+        """(squared distances to the k nearest embeddings of the episode's earlier steps
+        [N, k], a [N, k] mask of neighbours that exist, the embeddings [N, D])."""
+        flat = self.embed(state, batch.flat(batch.obs))
+        if not isinstance(batch, Sequences):  # transitions: every other sample
+            phi, allowed = flat[None], ~jnp.eye(flat.shape[0], dtype=bool)[None]
+            cand = phi
+        else:  # earlier steps of the same episode in the row, and (rollouts) the carried memory
+            phi = batch.unflat(flat)  # [B, T, D]
+            B, T = batch.lead
+            starts = self._row_starts(state, batch)
+            episode = jnp.cumsum(starts, axis=1)  # [B, T] segment ids; 1 = the row's first episode
             t = jnp.arange(T)
             allowed = (t[None, :, None] > t[None, None, :]) & (episode[:, :, None] == episode[:, None, :])
-        else:  # transitions: every other sample
-            phi, allowed = phi[None], ~jnp.eye(phi.shape[0], dtype=bool)[None]
-        sq = jnp.sum(phi * phi, -1)
-        d2 = jnp.maximum(sq[..., :, None] + sq[..., None, :] - 2 * phi @ jnp.swapaxes(phi, -1, -2), 0.0)
+            cand = phi
+            if batch.rollout:  # the episode's embeddings from earlier rollouts, while it goes on
+                M = self.memory
+                mem = state.fixed["mem"][:, :M]
+                valid = jnp.arange(M)[None, :] < jnp.minimum(state.fixed["count"], M)[:, None]  # [B, M]
+                same = (episode == 0)[:, :, None] & valid[:, None, :]  # [B, T, M]
+                cand = jnp.concatenate([mem, phi], axis=1)
+                allowed = jnp.concatenate([same, allowed], axis=2)
+        sq_x = jnp.sum(phi * phi, -1)
+        sq_c = jnp.sum(cand * cand, -1)
+        d2 = jnp.maximum(sq_x[..., :, None] + sq_c[..., None, :] - 2 * phi @ jnp.swapaxes(cand, -1, -2), 0.0)
         k = min(self.k, d2.shape[-1])
         d2k = smallest(jnp.where(allowed, d2, jnp.inf), k)
-        return d2k.reshape(-1, k), jnp.isfinite(d2k).reshape(-1, k)
+        return d2k.reshape(-1, k), jnp.isfinite(d2k).reshape(-1, k), flat
+
+    def _dist_stats(self, state, d2k, exists, batch):
+        """d_m^2's statistics with the batch's squared k-NN distances folded in (the padding's left out)."""
+        exists = exists & jnp.broadcast_to(batch.flat(batch.mask)[:, None], exists.shape)
+        return state.fixed["dist"].merge_masked(jnp.where(exists, d2k, 0.0).reshape(-1), exists.reshape(-1))
 
     def reward(self, state, batch):
-        d2k, exists = self._knn_sq(state, batch)
-        mean = jnp.maximum(state.fixed["dist"].mean, 1e-8)  # d_m^2
+        d2k, exists, _ = self._knn_sq(state, batch)
+        mean = jnp.maximum(self._dist_stats(state, d2k, exists, batch).mean, 1e-8)  # d_m^2, this batch in
         d = jnp.maximum(jnp.where(exists, d2k, 0.0) / mean - self.cluster, 0.0)
         kernel = jnp.where(exists, self.kernel_eps / (d + self.kernel_eps), 0.0)
+        s = jnp.sqrt(kernel.sum(-1)) + self.c
         # an episode's first step has an empty memory: no bonus (a 1 / c spike at every reset
-        # would dominate the stream's statistics)
-        r = jnp.where(exists.any(-1), 1.0 / (jnp.sqrt(kernel.sum(-1)) + self.c), 0.0)
+        # would dominate the stream's statistics); nor a state too similar to the memory (s_m)
+        r = jnp.where(exists.any(-1) & (s <= self.max_similarity), 1.0 / s, 0.0)
         if self.lifelong:
             err = batch.flat(self.rnd.reward(state.fixed["rnd"], batch))
-            stats = state.fixed["err"]
-            alpha = 1.0 + (err - stats.mean) / jnp.sqrt(stats.var + 1e-8)
+            stats = state.fixed["err"].merge_masked(err, batch.flat(batch.mask))
+            alpha = 1.0 + err / jnp.sqrt(stats.var + 1e-8)
             r = r * jnp.clip(alpha, 1.0, self.max_modulator)
         return batch.unflat(r)
 
+    def prepare(self, state, batch):
+        if not self.lifelong:
+            return state
+        return state.replace(fixed={**state.fixed, "rnd": self.rnd.prepare(state.fixed["rnd"], batch)})
+
+    def _remember(self, state, batch: Sequences, phi):
+        """Each env's memory after the rollout: its current episode's embeddings, the latest
+        ``memory`` of them, written ring-wise (order does not matter to k-NN)."""
+        B, T = batch.lead
+        phi = batch.unflat(phi)
+        starts = self._row_starts(state, batch)
+        last = jnp.cumsum(starts, axis=1) == jnp.sum(starts, axis=1, keepdims=True)  # the row's last episode
+        restarted = starts.any(axis=1)
+        count = jnp.where(restarted, 0, state.fixed["count"])
+        rank = jnp.cumsum(last, axis=1) - 1
+        slot = jnp.where(last, (count[:, None] + rank) % self.memory, self.memory)  # the scratch slot else
+        rows = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
+        mem = state.fixed["mem"].at[rows, slot].set(phi)
+        done = (batch.terminated | batch.truncated)[:, -1]
+        count = jnp.where(done, 0, count + jnp.sum(last, axis=1))
+        return mem, count, done
+
     def update(self, state, batch, key):
-        d2k, exists = self._knn_sq(state, batch)
-        exists = exists & batch.flat(batch.mask)[:, None]  # padding leaves d_m^2 alone
-        n = jnp.maximum(exists.sum(), 1)
-        mean = jnp.sum(jnp.where(exists, d2k, 0.0)) / n
-        fixed = dict(state.fixed)  # d_m^2: a running mean of the batches' mean squared k-NN distance
-        fixed["dist"] = fixed["dist"].merge(jnp.full((1,), mean), (0,))
+        k_rnd, k_train = jax.random.split(key)
+        d2k, exists, phi = self._knn_sq(state, batch)
+        fixed = {**state.fixed, "dist": self._dist_stats(state, d2k, exists, batch)}
+        if isinstance(batch, Sequences) and batch.rollout:
+            fixed["mem"], fixed["count"], fixed["first"] = self._remember(state, batch, phi)
         metrics = {}
         if self.lifelong:
             err = batch.flat(self.rnd.reward(fixed["rnd"], batch))
             fixed["err"] = fixed["err"].merge_masked(err, batch.flat(batch.mask))
-            fixed["rnd"], m = self.rnd.update(fixed["rnd"], batch, key)
+            fixed["rnd"], m = self.rnd.update(fixed["rnd"], batch, k_rnd)
             metrics.update({f"rnd_{k}": v for k, v in m.items()})
-        state, m = self._train(state.replace(fixed=fixed), batch)
+        state, m = self._train(state.replace(fixed=fixed), batch, k_train)
         return state, {**metrics, **m}

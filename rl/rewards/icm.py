@@ -3,10 +3,17 @@ Self-supervised Prediction").
 
 A feature encoder phi is trained by an inverse model g(phi(s), phi(s')) -> a; a forward model
 f(phi(s), a) predicts phi(s'). The curiosity reward is the forward model's error in feature
-space (eq. 6), r = eta / 2 * ||f(phi(s), a) - phi(s')||^2, and the module minimizes
-(1 - beta) L_I + beta L_F (eq. 7) jointly over encoder, inverse and forward models, with
-L_I the inverse model's cross-entropy (Discrete) or squared error (Box) and
-L_F = 1/2 ||f(phi(s), a) - phi(s')||^2 (eq. 5).
+space (eq. 6) and the module minimizes (1 - beta) L_I + beta L_F (eq. 7) jointly over encoder,
+inverse and forward models, L_I the inverse model's cross-entropy (Discrete) or squared error
+(Box).
+
+Reference implementation: RLeXplore (rllte, ``rllte/xplore/reward/icm.py``, the benchmark's
+``reward`` branch). Where it departs from the paper we follow it: the error is the *mean*
+over feature units, r = eta * mean_j (f(phi(s), a) - phi(s'))_j^2 and L_F its batch mean (the
+paper's eta / 2 * ||.||^2 is 2 / features times that, a constant the stream's normalization
+removes), L_I + L_F unweighted (``beta = 0.5``: the same Adam steps), phi(s') not detached, and
+the module trains on each batch it sees for ``epochs`` passes of minibatches of
+``batch_size`` (1 x 256, Adam 1e-3), after the batch's reward is computed (the Shaper's order).
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from rl.rewards.learned import (
     LearnedState,
     action_input,
     masked_mean,
+    minibatch_epochs,
     spec_fields,
-    train_step,
 )
 
 
@@ -47,10 +54,12 @@ class ICMNets(nn.Module):
 @dataclass(frozen=True)
 class ICM:
     eta: float = 1.0  # reward scale of eq. 6 (the stream weight scales it further)
-    beta: float = 0.2  # forward vs inverse loss (eq. 7; 0.2 in the paper)
+    beta: float = 0.5  # forward vs inverse loss (eq. 7; the paper's 0.2, the reference's unweighted sum)
     features: int = 128  # dimension of phi
     hidden: tuple[int, ...] = (256,)
     lr: float = 1e-3
+    batch_size: int = 256  # minibatch of the module's training (the reference's DataLoader)
+    epochs: int = 1  # passes over each batch
 
     reads = frozenset({"obs", "action", "next_obs"})
 
@@ -71,7 +80,7 @@ class ICM:
 
     def reward(self, state, batch):
         phi_next, pred, _ = self._apply(state, state.params, batch)
-        return batch.unflat(0.5 * self.eta * jnp.sum((pred - phi_next) ** 2, -1))
+        return batch.unflat(self.eta * jnp.mean((pred - phi_next) ** 2, -1))
 
     def losses(self, state, params, batch):
         """(L_I, L_F) of eq. 7 on ``batch``."""
@@ -83,12 +92,12 @@ class ICM:
             )
         else:
             inverse = 0.5 * masked_mean(jnp.sum((a_hat - action_input(state, action)) ** 2, -1), batch)
-        forward = 0.5 * masked_mean(jnp.sum((pred - phi_next) ** 2, -1), batch)
+        forward = masked_mean(jnp.mean((pred - phi_next) ** 2, -1), batch)
         return inverse, forward
 
     def update(self, state, batch, key):
-        def loss_fn(params):
-            inverse, forward = self.losses(state, params, batch)
+        def loss_fn(params, mb, _):
+            inverse, forward = self.losses(state, params, mb)
             return (1 - self.beta) * inverse + self.beta * forward, {"inverse": inverse, "forward": forward}
 
-        return train_step(state, loss_fn, optax.adam(self.lr))
+        return minibatch_epochs(state, batch, key, loss_fn, optax.adam(self.lr), self.batch_size, self.epochs)

@@ -5,7 +5,11 @@ its k-th nearest neighbour among the batch's states: far from the others means r
 
 - ``RE3`` (Seo et al. 2021, "State Entropy Maximization with Random Encoders for Efficient
   Exploration", eq. 5): distances in the space of a fixed, randomly initialized encoder,
-  r = log(||y - y^kNN|| + 1), k = 3.
+  r = log(||y - y^kNN|| + 1). Reference implementation: RLeXplore (rllte
+  ``rllte/xplore/reward/re3.py``): k = 5 (the paper's 3), and on PPO's rollouts the
+  neighbours of env e's state are env e's own recent embeddings: the rollout's other steps
+  and the last ``memory`` steps before it (a per-env ring across rollouts, never reset at
+  episode ends). Replay batches and windows use the batch itself.
 - ``StateEntropy`` (the unsupervised pre-training of PEBBLE, Lee et al. 2021, eq. 8, after APT,
   Liu & Abbeel 2021): distances between the states themselves (flattened), k = 5; the Shaper
   stream divides by the running std of the values (``normalize='std'``), as PEBBLE does.
@@ -19,15 +23,17 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from rl.rewards.learned import Embedding, knn_distance
+from rl.batch import Sequences
+from rl.rewards.learned import Embedding, knn_distance, smallest
 from rl.rewards.term import Fixed
 
 
 @dataclass(frozen=True)
-class RE3(Fixed):
-    k: int = 3
+class RE3:
+    k: int = 5
     features: int = 128  # random encoder output
     hidden: tuple[int, ...] = (256,)
+    memory: int = 1000  # per-env embeddings kept across PPO's rollouts
 
     reads = frozenset({"obs"})
 
@@ -36,12 +42,45 @@ class RE3(Fixed):
 
     def init(self, key, spec):
         obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
-        return self.encoder(spec.obs_shape).init(key, obs)["params"]  # fixed: never trained
+        return {
+            "params": self.encoder(spec.obs_shape).init(key, obs)["params"],  # fixed: never trained
+            "mem": jnp.zeros((spec.num_envs, self.memory, self.features), jnp.float32),
+            "count": jnp.zeros((spec.num_envs,), jnp.int32),  # embeddings written so far
+        }
+
+    def _embed(self, state, batch):
+        obs = batch.flat(batch.obs)
+        return self.encoder(obs.shape[1:]).apply({"params": state["params"]}, obs)
 
     def reward(self, state, batch):
-        obs = batch.flat(batch.obs)
-        y = self.encoder(obs.shape[1:]).apply({"params": state}, obs)
-        return batch.unflat(jnp.log(knn_distance(y, self.k) + 1.0))
+        y = self._embed(state, batch)
+        if not (isinstance(batch, Sequences) and batch.rollout):
+            return batch.unflat(jnp.log(knn_distance(y, self.k) + 1.0))
+        y = batch.unflat(y)  # [E, T, D]: each env against its own memory and rollout
+        E, T = batch.lead
+        cand = jnp.concatenate([state["mem"], y], axis=1)  # [E, M + T, D]
+        valid = jnp.arange(self.memory)[None, :] < jnp.minimum(state["count"], self.memory)[:, None]
+        allowed = jnp.concatenate(
+            [
+                jnp.broadcast_to(valid[:, None, :], (E, T, self.memory)),
+                ~jnp.eye(T, dtype=bool)[None].repeat(E, 0),
+            ],
+            axis=2,
+        )
+        sq_y, sq_c = jnp.sum(y * y, -1), jnp.sum(cand * cand, -1)
+        d2 = jnp.maximum(sq_y[..., :, None] + sq_c[..., None, :] - 2 * y @ jnp.swapaxes(cand, -1, -2), 0.0)
+        k = min(self.k, T - 1 + self.memory)
+        d = jnp.sqrt(smallest(jnp.where(allowed, d2, jnp.inf), k)[..., k - 1])
+        return jnp.log(jnp.where(jnp.isfinite(d), d, 0.0) + 1.0)
+
+    def update(self, state, batch, key):
+        if not (isinstance(batch, Sequences) and batch.rollout):
+            return state, {}
+        y = batch.unflat(self._embed(state, batch))
+        E, T = batch.lead
+        slot = (state["count"][:, None] + jnp.arange(T)[None, :]) % self.memory
+        rows = jnp.broadcast_to(jnp.arange(E)[:, None], (E, T))
+        return {**state, "mem": state["mem"].at[rows, slot].set(y), "count": state["count"] + T}, {}
 
 
 @dataclass(frozen=True)

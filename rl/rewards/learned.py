@@ -96,6 +96,39 @@ def train_step(state: LearnedState, loss_fn, tx: optax.GradientTransformation):
     }
 
 
+def minibatch_epochs(state: LearnedState, batch, key, loss_fn, tx, batch_size: int, epochs: int, train=None):
+    """Train on ``batch`` as the reference implementations do (RLeXplore, rllte
+    ``BaseReward.update``: a shuffled DataLoader over the rollout): ``epochs`` passes over its
+    samples in minibatches of ``batch_size``, one optimizer step each. ``loss_fn(params, mb,
+    j) -> (loss, metrics)`` sees ``Transitions`` [batch_size] and the step index ``j``; the last
+    minibatch is filled with masked repeats, so padding trains nothing. Metrics are averaged.
+    ``train(state, loss, tx, j)`` replaces :func:`train_step` (Disagreement's per-member steps)."""
+    flat = batch.flatten()
+    n = flat.lead[0]
+    size = min(batch_size, n)
+    per_epoch = -(-n // size)
+
+    def order(k):
+        perm = jax.random.permutation(k, n)
+        idx = jnp.concatenate([perm, perm[: per_epoch * size - n]])
+        valid = jnp.arange(per_epoch * size) < n
+        return idx.reshape(per_epoch, size), valid.reshape(per_epoch, size)
+
+    idx, valid = jax.vmap(order)(jax.random.split(key, epochs))
+    idx, valid = idx.reshape(-1, size), valid.reshape(-1, size)
+
+    def step(state, x):
+        i, v, j = x
+        mb = jax.tree.map(lambda a: a[i], flat)
+        mb = mb.replace(mask=mb.mask & v)
+        if train is not None:
+            return train(state, lambda p: loss_fn(p, mb, j), tx, j)
+        return train_step(state, lambda p: loss_fn(p, mb, j), tx)
+
+    state, metrics = jax.lax.scan(step, state, (idx, valid, jnp.arange(idx.shape[0])))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+
 def knn_distance(x, k: int):
     """Euclidean distance from each row of ``x`` [N, D] to its k-th nearest other row: one
     [N, N] distance matrix (a matmul) and its k smallest values per row, batched and jitted."""

@@ -2,12 +2,23 @@
 
 A fixed, randomly initialized target network f and a predictor f^ trained to match it on the
 observations seen (section 2.2). The bonus of reaching s' is the prediction error
-||f^(s') - f(s')||^2 (averaged over output units, as the reference code), high on states
-unlike those trained on. Observations are normalized by running per-dimension mean and std
-and clipped to [-5, 5] before both networks (section 2.4). The reward normalization of section
-2.4 (divide by a running std of the intrinsic return) is the stream's ``normalize='return'``,
-the default for ``rnd`` in a config-built Shaper (``stream_defaults``). Each update trains the predictor on a random
-``update_proportion`` of the batch (the reference's 0.25).
+||f^(s') - f(s')||^2, averaged over output units, high on states unlike those trained on.
+
+Reference implementation: RLeXplore (rllte, ``rllte/xplore/reward/rnd.py`` and
+``BaseReward`` in ``rllte/common/prototype/base_reward.py``, the benchmark's ``reward``
+branch), followed where it departs from the paper:
+
+- observations: ``obs_norm='rms'`` normalizes them by running per-dimension mean and std,
+  clipped to [-5, 5] (section 2.4), the statistics folded in *before* the batch's reward
+  (``prepare``, as ``BaseReward.compute`` does); ``'none'`` leaves vectors as they are and
+  scales images to [0, 1] (the reference's ``/255`` baseline);
+- the predictor trains on the batch's ``obs`` (the rewarded ``next_obs`` are the same states one
+  step on), ``epochs`` passes of minibatches of ``batch_size`` (1 x 256, Adam 1e-3), each
+  sample's loss kept with probability ``update_proportion`` (the reference's mask; Burda et
+  al. use 0.25 with 32 envs, RLeXplore's baseline 1.0);
+- the reward's normalization is the stream's (RLeXplore: ``std``, the running std of the raw
+  bonuses; the paper's ``return``, the std of the discounted intrinsic return, is the
+  stream's ``normalize='return'``).
 """
 
 from __future__ import annotations
@@ -18,25 +29,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rl.rewards.learned import Embedding, LearnedState, spec_fields, train_step
+from rl.rewards.learned import Embedding, LearnedState, minibatch_epochs, spec_fields
 from rl.rewards.stats import RunningStats
+
+OBS_NORMS = ("rms", "none")
 
 
 @dataclass(frozen=True)
 class RND:
     features: int = 128  # output units of target and predictor
     hidden: tuple[int, ...] = (256, 256)  # the target's MLP; the predictor has one more layer
-    lr: float = 1e-4
-    update_proportion: float = 0.25
+    lr: float = 1e-3
+    update_proportion: float = 1.0
+    obs_norm: str = "rms"  # rms | none
     obs_clip: float = 5.0
+    batch_size: int = 256
+    epochs: int = 1
 
-    reads = frozenset({"next_obs"})
-    stream_defaults = {"normalize": "return"}  # section 2.4: divide by the intrinsic return's std
+    reads = frozenset({"obs", "next_obs"})
+
+    def __post_init__(self):
+        if self.obs_norm not in OBS_NORMS:
+            raise ValueError(f"RND obs_norm={self.obs_norm!r}; choices: {OBS_NORMS}")
 
     def nets(self, obs_shape):
-        hidden = tuple(self.hidden)
-        target = Embedding(tuple(obs_shape), hidden, self.features, scale=False)
-        predictor = Embedding(tuple(obs_shape), hidden + hidden[-1:], self.features, scale=False)
+        hidden, scale = tuple(self.hidden), self.obs_norm == "none"
+        target = Embedding(tuple(obs_shape), hidden, self.features, scale=scale)
+        predictor = Embedding(tuple(obs_shape), hidden + hidden[-1:], self.features, scale=scale)
         return target, predictor
 
     def init(self, key, spec):
@@ -51,27 +70,37 @@ class RND:
         return LearnedState(params, optax.adam(self.lr).init(params), fixed, **spec_fields(spec))
 
     def _normalized(self, state, obs):
-        x = state.fixed["obs_stats"].normalize(obs.astype(jnp.float32))
-        return jnp.clip(x, -self.obs_clip, self.obs_clip)
+        x = obs.astype(jnp.float32)
+        if self.obs_norm == "none":
+            return x
+        return jnp.clip(state.fixed["obs_stats"].normalize(x), -self.obs_clip, self.obs_clip)
 
-    def _errors(self, state, params, batch):
-        x = self._normalized(state, batch.flat(batch.next_obs))
+    def _errors(self, state, params, obs_flat):
+        x = self._normalized(state, obs_flat)
         target, predictor = self.nets(x.shape[1:])
         y = jax.lax.stop_gradient(target.apply({"params": state.fixed["target"]}, x))
         return jnp.mean((predictor.apply({"params": params}, x) - y) ** 2, -1)
 
+    def prepare(self, state, batch):
+        """The batch's observations folded into the statistics before its reward."""
+        if self.obs_norm == "none":
+            return state
+        obs = batch.flat(batch.next_obs).astype(jnp.float32)
+        stats = state.fixed["obs_stats"].merge_masked(obs, batch.flat(batch.mask))
+        return state.replace(fixed={**state.fixed, "obs_stats": stats})
+
     def reward(self, state, batch):
-        return batch.unflat(self._errors(state, state.params, batch))
+        return batch.unflat(self._errors(state, state.params, batch.flat(batch.next_obs)))
 
     def update(self, state, batch, key):
-        valid = batch.flat(batch.mask).astype(jnp.float32)
+        k_order, k_mask = jax.random.split(key)
 
-        def loss_fn(params):
-            err = self._errors(state, params, batch)
-            mask = (jax.random.uniform(key, err.shape) < self.update_proportion).astype(jnp.float32) * valid
+        def loss_fn(params, mb, j):
+            err = self._errors(state, params, mb.obs)
+            keep = jax.random.uniform(jax.random.fold_in(k_mask, j), err.shape) < self.update_proportion
+            mask = (keep & mb.mask).astype(jnp.float32)
             return jnp.sum(err * mask) / jnp.maximum(mask.sum(), 1.0), {}
 
-        state, metrics = train_step(state, loss_fn, optax.adam(self.lr))
-        next_obs = batch.flat(batch.next_obs).astype(jnp.float32)
-        stats = state.fixed["obs_stats"].merge_masked(next_obs, batch.flat(batch.mask))
-        return state.replace(fixed={**state.fixed, "obs_stats": stats}), metrics
+        return minibatch_epochs(
+            state, batch, k_order, loss_fn, optax.adam(self.lr), self.batch_size, self.epochs
+        )

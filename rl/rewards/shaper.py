@@ -352,9 +352,16 @@ class Shaper:
         return self._combine(raw, state.stats, batch, t)
 
     def step(self, state: ShaperState, batch, key, t) -> tuple[ShaperState, Rewards, dict]:
-        """Training: each term's reward once, folded into its running statistics before it is
-        normalized, then the learned terms' ``update`` on ``batch``. Masked samples (padding)
+        """Training: the terms' ``prepare`` (statistics they fold in first), each term's reward
+        once, folded into its running statistics before it is normalized, then the learned
+        terms' ``update`` on ``batch``. Masked samples (padding)
         are left out of the statistics."""
+        prepared = {  # statistics a term folds in before its reward (``prepare``: RND's observations)
+            s.name: s.term.prepare(state.terms[s.name], batch)
+            for s in self.streams
+            if hasattr(s.term, "prepare")
+        }
+        state = state.replace(terms={**state.terms, **prepared})
         raw = {s.name: self._raw(s, state, batch) for s in self.streams}
         stats, returns = dict(state.stats), dict(state.returns)
         mask = batch.mask

@@ -25,6 +25,8 @@ class Term(Protocol):
 
     Optional, detected by attribute:
 
+    - ``prepare(state, batch) -> state``: statistics folded in before the batch's reward
+      (RND's observation normalizer, NGU's mean k-NN distance), as the references order it;
     - ``fit(state, data, key) -> (state, metrics)``: trains on its own data at its own
       cadence (``fit_every`` env steps), instead of or beside ``update``;
     - ``annotate(episode) -> {field: [L, ...]}`` with ``annotations(spec)`` (the fields'
