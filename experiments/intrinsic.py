@@ -43,14 +43,18 @@ def _streams(terms) -> tuple[str, ...]:
     # RND and NGU's RND on observations scaled to [0, 1], as RLeXplore's baseline (no obs RMS)
     extra = {"rnd": ("shaper.streams.rnd.obs_norm=none",), "ngu": ("shaper.streams.ngu.rnd.obs_norm=none",)}
     return tuple(
-        x for t in terms for x in (f"shaper.streams.{t}.weight=1", f"shaper.streams.{t}.normalize=std", *extra.get(t, ()))
+        x
+        for t in terms
+        for x in (f"shaper.streams.{t}.weight=1", f"shaper.streams.{t}.normalize=std", *extra.get(t, ()))
     )
 
 
 ARMS = {
     "ppo": experiment_lib.Arm("ppo"),
     **{
-        t: experiment_lib.Arm("ppo", (f"shaper.terms=[{t}]", f"shaper.intrinsic_weight={BETA}", *_streams([t])))
+        t: experiment_lib.Arm(
+            "ppo", (f"shaper.terms=[{t}]", f"shaper.intrinsic_weight={BETA}", *_streams([t]))
+        )
         for t in SINGLE
     },
     **{
@@ -75,11 +79,23 @@ RLEXPLORE_PPO = [
 TASKS = {"xminigrid:MiniGrid-DoorKey-16x16": RLEXPLORE_PPO}
 BUDGETS = {
     "smoke": (2048, [0], {"eval_episodes": 1, "log_every": 1024}),
-    "paper": (10_000_000, [0, 1, 2, 3, 4], {"eval_episodes": 10, "log_every": 81_920, "checkpoint_every": 1_007_616}),
+    "paper": (
+        10_000_000,
+        [0, 1, 2, 3, 4],
+        {"eval_episodes": 10, "log_every": 81_920, "checkpoint_every": 1_007_616},
+    ),
 }
 SMOKE = {t: ["num_envs=4", "num_steps=32", "num_minibatches=2", "update_epochs=1"] for t in TASKS}
 # RLeXplore's scores on DoorKey-16x16 at 10M steps (the bar chart; PPO from the rebuttal's Table 7)
-PUBLISHED = {"ppo": 0.37, "e3b": 0.98, "re3": 0.94, "disagreement": 0.95, "ngu": 0.49, "icm": 0.07, "rnd": 0.02}
+PUBLISHED = {
+    "ppo": 0.37,
+    "e3b": 0.98,
+    "re3": 0.94,
+    "disagreement": 0.95,
+    "ngu": 0.49,
+    "icm": 0.07,
+    "rnd": 0.02,
+}
 REFERENCES = {
     (arm, "xminigrid:MiniGrid-DoorKey-16x16"): (v, "RLeXplore, 10M steps") for arm, v in PUBLISHED.items()
 }

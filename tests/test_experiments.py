@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rl import config as config_lib
 from rl import report as report_lib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,3 +156,45 @@ def test_a_reward_experiment_runs_end_to_end_at_smoke_budget(tmp_path):
     ]
     assert any(all(f"reward/{t}_norm" in m for t in ("icm", "rnd", "ngu", "e3b")) for m in metrics)
     assert "| max | minigrid:MiniGrid-DoorKey-8x8-v0 | 1 |" in (root / "report.md").read_text()
+
+
+def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
+    """Each arm's overrides, with the task's, make a valid PPO config with RLeXplore's
+    benchmark settings (checked against the values its rebuttal's Table 3 states)."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import intrinsic
+
+    from rl.agents import ppo
+
+    task = "xminigrid:MiniGrid-DoorKey-16x16"
+    for name, arm in intrinsic.ARMS.items():
+        args = [*intrinsic.TASKS[task], *arm.overrides]
+        presets = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+        overrides = [
+            a for i, a in enumerate(args) if a != "--config" and (i == 0 or args[i - 1] != "--config")
+        ]
+        cfg = config_lib.build(ppo.Config, presets, config_lib.parse_overrides(overrides))
+        assert (cfg.num_envs, cfg.num_steps, cfg.update_epochs, cfg.batch_size // cfg.num_minibatches) == (
+            256,
+            32,
+            4,
+            1024,
+        )
+        assert (cfg.lr, cfg.clip_coef, cfg.ent_coef, cfg.gamma) == (2.5e-4, 0.1, 0.01, 0.99)
+        assert cfg.shaper.extrinsic["weight"] == 100
+        if name == "ppo":
+            assert cfg.shaper.terms == []
+            continue
+        assert cfg.shaper.intrinsic_weight == 0.25 and cfg.shaper.terms
+        assert all(cfg.shaper.streams[t]["normalize"] == "std" for t in cfg.shaper.terms)
+        assert (name.startswith("hire-") and len(cfg.shaper.terms) == 4) or cfg.shaper.terms == [name]
+    assert set(intrinsic.PUBLISHED) <= set(intrinsic.ARMS)
+
+
+def test_the_intrinsic_experiment_runs_an_arm_at_smoke_budget(tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments" / "intrinsic.py"), "--budget", "smoke", "--runs-dir",
+           str(tmp_path), "--arms", "e3b"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    text = (tmp_path / "intrinsic-smoke" / "report.md").read_text()
+    assert "| e3b | xminigrid:MiniGrid-DoorKey-16x16 | 1 |" in text and "0.98 (RLeXplore, 10M steps)" in text

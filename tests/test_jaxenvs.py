@@ -169,3 +169,31 @@ def test_jitted_resume_extends_a_run_without_repeating_lines(tmp_path):
     assert summary["steps"] == 2048
     steps = [r["step"] for r in _rows(summary) if "ppo/return" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 2048 and 1024 in steps
+
+
+def test_rnd_observation_statistics_warm_up_on_random_steps(tmp_path):
+    """``warmup_steps`` random-action steps per env fill RND's observation statistics before
+    training, on the jitted path and in the host loop (Burda et al. 2019's initialization)."""
+    from rl import checkpoint
+    from rl.rewards import RND
+
+    shaper = Shaper(
+        (Stream("extrinsic", Extrinsic()), Stream("rnd", RND(features=4, hidden=(8,), warmup_steps=25)))
+    )
+    cfg = config_lib.build(ppo.Config, overrides={**TINY, "runs_dir": str(tmp_path)})
+    built = ppo.build_shaper(cfg, shaper)
+    env = jaxenvs.make(cfg.env, cfg.num_envs)
+    carry = ppo.init_carry(cfg, env.spec, env, built, 0)
+    stats = carry.state.shaper.terms["rnd"].fixed["obs_stats"]
+    assert float(stats.count) == pytest.approx(25 * 4, abs=1e-3)
+    assert float(jnp.max(stats.var)) > 1e-3 and not np.allclose(stats.var, 1.0)  # real observations
+    # the host loop: after one rollout the statistics hold the warm-up and the rollout
+    host = config_lib.build(ppo.Config, overrides={**TINY, "env": "gym:CartPole-v1", "total_steps": 128,
+                                                   "runs_dir": str(tmp_path), "experiment": "h", "run_name": "h"})  # fmt: skip
+    ppo.train(host, shaper=shaper)
+    spec = envs.make_spec(host.env, host.num_envs, 0)
+    template = ppo.init(host, spec, jax.random.PRNGKey(0), ppo.build_shaper(host, shaper))
+    state = checkpoint.load(
+        checkpoint.latest(tmp_path / "h" / "h" / "checkpoints"), template, ppo.init_loop(host, spec)
+    )[0]
+    assert float(state.shaper.terms["rnd"].fixed["obs_stats"].count) == pytest.approx(25 * 4 + 128, abs=1e-3)

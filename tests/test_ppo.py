@@ -53,6 +53,49 @@ def test_gae_matches_numpy_loop_with_truncation():
     assert not np.isclose(adv_ref[5, 0], reward[5, 0] + 0.99 * value[6, 0] - value[5, 0])
 
 
+def test_two_value_heads_gae_matches_numpy_with_non_episodic_intrinsic_returns():
+    """Head 0: the extrinsic reward with gamma and episode ends; head 1: the intrinsic reward
+    with gamma_int and no episode ends (RND's non-episodic intrinsic return, CleanRL's
+    ppo_rnd_envpool.py); the advantage 2 A_ext + 1 A_int. Mutations caught: an episodic
+    intrinsic return, one gamma for both, the coefficients ignored."""
+    cfg = config_lib.build(ppo.Config, overrides={"intrinsic_head": True, "gamma": 0.999, "gamma_int": 0.9,
+                                                  "adv_coef_ext": 2.0, "adv_coef_int": 1.0})  # fmt: skip
+    rng = np.random.default_rng(0)
+    T, E = 9, 3
+    terminated, truncated = rng.random((T, E)) < 0.2, rng.random((T, E)) < 0.1
+    truncated &= ~terminated
+    value, final = rng.normal(size=(T, E, 2)), rng.normal(size=(T, E, 2))
+    last = rng.normal(size=(E, 2))
+    r_ext, r_int = rng.normal(size=(T, E)), rng.random((T, E))
+    rollout = {k: jnp.asarray(v, jnp.float32) for k, v in
+               {"value": value, "final_value": final, "last_value": last}.items()}  # fmt: skip
+    rollout.update(terminated=jnp.asarray(terminated), truncated=jnp.asarray(truncated))
+    adv, ret = ppo.advantages(cfg, rollout, jnp.asarray(r_ext, jnp.float32), jnp.asarray(r_int, jnp.float32))
+    a_e, ret_e = gae_reference(
+        r_ext, value[..., 0], last[:, 0], final[..., 0], terminated, truncated, 0.999, cfg.gae_lambda
+    )
+    never = np.zeros((T, E), bool)
+    a_i, ret_i = gae_reference(
+        r_int, value[..., 1], last[:, 1], final[..., 1], never, never, 0.9, cfg.gae_lambda
+    )
+    np.testing.assert_allclose(adv, 2 * a_e + a_i, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ret, np.stack([ret_e, ret_i], -1), rtol=1e-4, atol=1e-5)
+
+
+def test_the_intrinsic_head_learns_the_fused_bonus_and_only_it(tmp_path):
+    """A constant intrinsic bonus with zero env reward on the jitted path: the intrinsic return
+    is that of the bonus (about 1 / (1 - gamma_int) for a non-episodic 1 a step), the extrinsic
+    one 0: the streams reach their own heads."""
+    shaper = Shaper((Stream("extrinsic", Extrinsic(), weight=0.0), Stream("bonus", ConstantBonus())))
+    cfg = config_lib.build(ppo.Config, overrides={
+        "env": "gymnax:CartPole-v1", "num_envs": 4, "num_steps": 32, "num_minibatches": 2, "update_epochs": 1,
+        "total_steps": 256, "log_every": 128, "eval_episodes": 1, "runs_dir": str(tmp_path),
+        "intrinsic_head": True, "gamma_int": 0.9, "norm_reward": False})  # fmt: skip
+    rows = [json.loads(x) for x in open(ppo.train(cfg, shaper=shaper)["metrics"])]
+    assert abs(rows[0]["ppo/return"]) < 0.5  # bootstrapped values only (a bonus in head 0: about 10)
+    assert 1.0 < rows[0]["ppo/intrinsic_return"] < 10.0
+
+
 def test_reward_scaling_matches_a_numpy_loop():
     cfg = config_lib.build(ppo.Config, overrides={"env": "gym:Pendulum-v1"})
     rng = np.random.default_rng(1)

@@ -352,6 +352,22 @@ def starts_of(data):
     return np.concatenate([np.zeros_like(done[:1]), done[:-1]])
 
 
+def stream_rewards(term, state, obs, dones, T):
+    """A term's rewards [N, E] over a stream of steps handed over as PPO does, rollouts of T
+    steps (``Sequences`` [E, T], ``rollout=True``), updating between them with the encoder
+    held at its initial parameters (so a reference can use one embedding)."""
+    params, got = state.params, []
+    E = obs.shape[1]
+    for r in range(obs.shape[0] // T):
+        sl = slice(r * T, (r + 1) * T)
+        data = {"obs": obs[sl], "next_obs": obs[sl] + 0.1, "action": np.zeros((T, E), np.int32),
+                "reward": np.zeros((T, E), np.float32), "terminated": dones[sl], "truncated": np.zeros((T, E), bool)}  # fmt: skip
+        batch = batch_lib.time_major_to_sequences(data)
+        got.append(np.asarray(term.reward(state, batch)).T)
+        state = term.update(state, batch, jax.random.PRNGKey(r))[0].replace(params=params)
+    return np.concatenate(got)
+
+
 def e3b_reference(phi, dones, ridge):
     """A transcription of facebookresearch/e3b's actor loop (minihack/torchbeast/src/utils.py,
     ``act``) over a stream of steps: phi [N, E, D] of each step's obs, dones [N, E] of each
@@ -389,15 +405,7 @@ def test_e3b_elliptical_bonus_matches_the_reference_across_rollouts():
     params = state.params
     phi = mlp_numpy(host(params)["encoder"]["MLP_0"], obs, relu)
     expected = e3b_reference(phi, dones, 0.1)
-    got = []
-    for r in range(3):
-        sl = slice(r * T, (r + 1) * T)
-        data = {"obs": obs[sl], "next_obs": obs[sl] + 0.1, "action": np.zeros((T, E), np.int32),
-                "reward": np.zeros((T, E), np.float32), "terminated": dones[sl], "truncated": np.zeros((T, E), bool)}  # fmt: skip
-        batch = batch_lib.time_major_to_sequences(data)
-        got.append(np.asarray(term.reward(state, batch)).T)
-        state = term.update(state, batch, jax.random.PRNGKey(r))[0].replace(params=params)
-    np.testing.assert_allclose(np.concatenate(got), expected, rtol=3e-3, atol=1e-4)
+    np.testing.assert_allclose(stream_rewards(term, state, obs, dones, T), expected, rtol=3e-3, atol=1e-4)
     assert expected[0].tolist() == [0.0, 0.0] and expected[4, 0] == 0.0 and expected[T, 1] == 0.0
     # replay windows start afresh: a window's first step is an episode's first
     spec2, window, data = rollout_batch(rollout=False)
@@ -461,15 +469,7 @@ def test_ngu_episodic_count_matches_the_reference_across_rollouts():
     params = state.params
     phi = mlp_numpy(host(params)["encoder"]["MLP_0"], obs, relu)
     expected = ngu_reference(term, phi, dones, T)
-    got = []
-    for r in range(3):
-        sl = slice(r * T, (r + 1) * T)
-        data = {"obs": obs[sl], "next_obs": obs[sl] + 0.1, "action": np.zeros((T, E), np.int32),
-                "reward": np.zeros((T, E), np.float32), "terminated": dones[sl], "truncated": np.zeros((T, E), bool)}  # fmt: skip
-        batch = batch_lib.time_major_to_sequences(data)
-        got.append(np.asarray(term.reward(state, batch)).T)
-        state = term.update(state, batch, jax.random.PRNGKey(r))[0].replace(params=params)
-    np.testing.assert_allclose(np.concatenate(got), expected, rtol=3e-3, atol=1e-4)
+    np.testing.assert_allclose(stream_rewards(term, state, obs, dones, T), expected, rtol=3e-3, atol=1e-4)
     assert expected[T, 0] > 0  # env 0's episode goes on across the rollout edge: memory kept
     assert expected[T, 1] == 0  # env 1's ended at the last step: the next rollout starts afresh
     # transitions [B]: the memory is the rest of the batch

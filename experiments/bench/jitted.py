@@ -20,6 +20,7 @@ the step difference over the time difference (start-up and compilation left out)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -125,6 +126,9 @@ def main() -> None:
         lines += ["| PPO, MiniGrid preset, DoorKey-8x8 | env steps/s |", "|---|---|",
                   f"| host loop, minigrid:MiniGrid-DoorKey-8x8-v0 | {host:,.0f} |",
                   f"| jitted, xminigrid:MiniGrid-DoorKey-8x8 | {jit:,.0f} ({jit / host:.1f}x; target >= 10x) |", ""]  # fmt: skip
+    if "rejax" in parts and importlib.util.find_spec("rejax") is None:
+        print("rejax is not installed (pip install -e '.[peers]'): its comparison is skipped", flush=True)
+        parts.remove("rejax")
     if "rejax" in parts:
         r = rates([("ours-cartpole", "none"), ("rejax-cartpole", "none")], b["cartpole"], args.repeats)
         o, x = r[("ours-cartpole", "none")], r[("rejax-cartpole", "none")]

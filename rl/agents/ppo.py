@@ -16,6 +16,16 @@ Shaper's output on the whole rollout, swapped once to ``Sequences`` [E, T] (``ro
 row e continues env e's previous rollout) at the env-step clock, then scaled and fed to GAE
 (time-major per env, vmapped). A truncated episode bootstraps from the value of its final
 observation (``info["next_obs"]``).
+
+Per-stream advantages (``intrinsic_head``, RND's PPO, Burda et al. 2019 section 2.3): a second
+value head learns the return of the Shaper's fused intrinsic reward (``Rewards.intrinsic``)
+with ``gamma_int`` and without episode ends, the first head the rest of the total (env reward,
+potential shaping) with ``gamma`` and episode ends; the advantage is ``adv_coef_ext A_ext +
+adv_coef_int A_int``, normalized per minibatch as one. Reward scaling touches the extrinsic
+part only (the intrinsic streams carry their own normalization).
+
+On JAX-native envs (``rl.jaxenvs``) ``train_jitted`` runs rollout, Shaper, GAE and update as
+one jitted ``lax.scan`` per log interval, seeds vmapped; ``update`` is the same function.
 """
 
 from __future__ import annotations
@@ -74,6 +84,13 @@ class Config(Common):
     clip_obs: float = 10.0
     clip_reward: float = 10.0
     hidden: tuple[int, ...] = (64, 64)  # MLP widths (actor and critic; the head after a CNN torso)
+    adam_eps: float = 1e-5  # CleanRL's; rl-starter-files (MiniGrid) uses 1e-8
+    # a second value head for the Shaper's fused intrinsic reward (Burda et al. 2019, section 2.3):
+    # its own discount, non-episodic returns (episode ends do not cut it), A = c_ext A_ext + c_int A_int
+    intrinsic_head: bool = False
+    gamma_int: float = 0.99
+    adv_coef_ext: float = 1.0  # RND: 2
+    adv_coef_int: float = 1.0
     jit_env: bool = True  # JAX-native envs (xminigrid:, gymnax:): rollout and update in one jitted scan
 
     def validate(self) -> None:
@@ -110,6 +127,7 @@ class ActorCritic(nn.Module):
     num_actions: int
     discrete: bool
     encoder: nn.Module | None = None
+    heads: int = 1  # value heads: 2 gives [..., 2] (extrinsic, intrinsic)
 
     @nn.compact
     def __call__(self, obs):
@@ -117,13 +135,18 @@ class ActorCritic(nn.Module):
             x = self.encoder(obs)
             x = MLP(self.hidden, activation=nn.relu, kernel_init=orthogonal())(x) if self.hidden else x
             logits = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))(x)
-            return logits, nn.Dense(1, kernel_init=orthogonal(1.0))(x)[..., 0]
-        value = MLP(self.hidden, 1, nn.tanh, orthogonal(), out_scale=1.0, name="critic")(obs)[..., 0]
+            return logits, self._values(nn.Dense(self.heads, kernel_init=orthogonal(1.0))(x))
+        value = self._values(
+            MLP(self.hidden, self.heads, nn.tanh, orthogonal(), out_scale=1.0, name="critic")(obs)
+        )
         out = MLP(self.hidden, self.num_actions, nn.tanh, orthogonal(), out_scale=0.01, name="actor")(obs)
         if self.discrete:
             return out, value
         log_std = self.param("log_std", nn.initializers.zeros, (self.num_actions,))
         return (out, jnp.broadcast_to(log_std, out.shape)), value
+
+    def _values(self, v):
+        return v[..., 0] if self.heads == 1 else v
 
 
 def network(cfg: Config, spec: envs.EnvSpec) -> ActorCritic:
@@ -134,7 +157,9 @@ def network(cfg: Config, spec: envs.EnvSpec) -> ActorCritic:
         raise ValueError(
             f"PPO's image networks have Discrete heads only; {spec.env_id} has {spec.action_space}"
         )
-    return ActorCritic(tuple(cfg.hidden), spec.num_actions, spec.discrete, encoder)
+    return ActorCritic(
+        tuple(cfg.hidden), spec.num_actions, spec.discrete, encoder, 2 if cfg.intrinsic_head else 1
+    )
 
 
 def log_prob(spec, pi, action):
@@ -164,7 +189,7 @@ def optimizer(cfg: Config):
         return cfg.lr * (1.0 - (count // per_update) / cfg.num_updates)
 
     lr = annealed if cfg.anneal_lr else cfg.lr
-    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5))
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=cfg.adam_eps))
 
 
 def normalizes_obs(cfg: Config, spec: envs.EnvSpec) -> bool:
@@ -189,6 +214,13 @@ def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> 
         key=key,
         step=jnp.int32(0),
     )
+
+
+def warmup_batch(next_obs) -> batch_lib.Transitions:
+    """The warm-up steps' observations [n, E, ...] as the Transitions ``prepare`` reads."""
+    x = jnp.asarray(next_obs).reshape(-1, *next_obs.shape[2:])
+    n = x.shape[0]
+    return batch_lib.transitions(x, jnp.zeros(n), jnp.zeros(n), x, jnp.zeros(n, bool), jnp.zeros(n, bool))
 
 
 def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
@@ -289,7 +321,7 @@ def ppo_loss(cfg, spec, params, mb):
     if cfg.clip_vloss:
         v_clipped = mb["value"] + jnp.clip(value - mb["value"], -cfg.clip_coef, cfg.clip_coef)
         v_loss = jnp.maximum(v_loss, (v_clipped - mb["return"]) ** 2)
-    v_loss = 0.5 * v_loss.mean()
+    v_loss = 0.5 * v_loss.reshape(v_loss.shape[0], -1).mean(0).sum()  # summed over value heads
     loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean()
     info = {
         "loss/policy": pg_loss,
@@ -299,6 +331,33 @@ def ppo_loss(cfg, spec, params, mb):
         "ppo/clipfrac": (jnp.abs(ratio - 1) > cfg.clip_coef).mean(),
     }
     return loss, info
+
+
+def where_rows(mask, x):
+    """``x`` where ``mask`` (its leading axes), 0 elsewhere: the value heads broadcast."""
+    return jnp.where(
+        jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape), x, 0.0
+    )
+
+
+def advantages(cfg: Config, rollout: dict, reward, reward_int=None):
+    """GAE per env (time-major, vmapped) of the [T, E] training reward. With ``intrinsic_head``:
+    the extrinsic part (``reward``) on head 0 with ``gamma`` and episode ends, the intrinsic one
+    (``reward_int``) on head 1 with ``gamma_int`` and no episode ends (non-episodic, as RND),
+    the advantage ``adv_coef_ext * A_ext + adv_coef_int * A_int``; returns [T, E, 2]."""
+    run = jax.vmap(gae, in_axes=(1, 1, 0, 1, 1, 1, None, None), out_axes=1)
+    term, trunc = rollout["terminated"], rollout["truncated"]
+    value, last, final = rollout["value"], rollout["last_value"], rollout["final_value"]
+    if not cfg.intrinsic_head:
+        return run(reward, value, last, final, term, trunc, cfg.gamma, cfg.gae_lambda)
+    adv_e, ret_e = run(
+        reward, value[..., 0], last[..., 0], final[..., 0], term, trunc, cfg.gamma, cfg.gae_lambda
+    )
+    never = jnp.zeros_like(term)
+    adv_i, ret_i = run(
+        reward_int, value[..., 1], last[..., 1], final[..., 1], never, never, cfg.gamma_int, cfg.gae_lambda
+    )
+    return cfg.adv_coef_ext * adv_e + cfg.adv_coef_int * adv_i, jnp.stack([ret_e, ret_i], -1)
 
 
 def rollout_values(cfg: Config, spec: envs.EnvSpec, params, rollout: dict) -> dict:
@@ -316,7 +375,7 @@ def rollout_values(cfg: Config, spec: envs.EnvSpec, params, rollout: dict) -> di
     truncated = rollout["truncated"]
     final_value = jax.lax.cond(  # truncations are rare: skip the pass when there are none
         truncated.any(),
-        lambda: jnp.where(truncated, apply(rollout["final_obs"])[1], 0.0),
+        lambda: where_rows(truncated, apply(rollout["final_obs"])[1]),
         lambda: jnp.zeros_like(value),
     )
     return {
@@ -347,7 +406,8 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
     step = state.step + cfg.batch_size
     if "logp" not in rollout:  # the host loop only sampled actions; the jitted rollout has them
         rollout = {**rollout, **rollout_values(cfg, spec, state.params, rollout)}
-    batch = shaper_batch(rollout, tuple(shaper.annotations(spec)))
+    seen = {**rollout, "value": rollout["value"][..., 0]} if cfg.intrinsic_head else rollout  # terms: V_ext
+    batch = shaper_batch(seen, tuple(shaper.annotations(spec)))
     shaper_state, rewards, shaper_info = shaper.step(state.shaper, batch, k_shaper, step)
     if rewards.total.shape != batch.lead:
         raise ValueError(
@@ -361,20 +421,15 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
             lambda: shaper_state,
         )
     reward = rewards.total.T  # back to time-major [T, E]
+    reward_int = None
+    if cfg.intrinsic_head:  # the fused intrinsic reward trains head 1, the rest head 0
+        reward_int = jnp.zeros_like(reward) if rewards.intrinsic is None else rewards.intrinsic.T
+        reward = reward - reward_int
     done = rollout["terminated"] | rollout["truncated"]
     return_stats, returns = state.return_stats, state.returns
     if cfg.norm_reward:
         return_stats, returns, reward = scale_rewards(cfg, return_stats, returns, reward, done)
-    adv, ret = jax.vmap(gae, in_axes=(1, 1, 0, 1, 1, 1, None, None), out_axes=1)(
-        reward,
-        rollout["value"],
-        rollout["last_value"],
-        rollout["final_value"],
-        rollout["terminated"],
-        rollout["truncated"],
-        cfg.gamma,
-        cfg.gae_lambda,
-    )
+    adv, ret = advantages(cfg, rollout, reward, reward_int)
     flat = {k: rollout[k] for k in ("policy_obs", "action", "logp", "value")}
     flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), {**flat, "advantage": adv, "return": ret})
     n, mb_size = cfg.batch_size, cfg.batch_size // cfg.num_minibatches
@@ -395,11 +450,13 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
     (params, opt), info = jax.lax.scan(
         epoch, (state.params, state.opt), jax.random.split(k_perm, cfg.update_epochs)
     )
-    var_y = jnp.var(ret)
+    ret0, value0 = (ret[..., 0], rollout["value"][..., 0]) if cfg.intrinsic_head else (ret, rollout["value"])
+    var_y = jnp.var(ret0)
     metrics = {
         **jax.tree.map(jnp.mean, info),
-        "ppo/explained_variance": jnp.where(var_y > 0, 1 - jnp.var(ret - rollout["value"]) / var_y, jnp.nan),
-        "ppo/return": jnp.mean(ret),
+        "ppo/explained_variance": jnp.where(var_y > 0, 1 - jnp.var(ret0 - value0) / var_y, jnp.nan),
+        "ppo/return": jnp.mean(ret0),
+        **({"ppo/intrinsic_return": jnp.mean(ret[..., 1])} if cfg.intrinsic_head else {}),
         **rewards.means(),
         **shaper_info,
     }
@@ -437,6 +494,10 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     print(config_lib.to_yaml(run.cfg), flush=True)
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)
     obs, _ = env.reset()
+    if resume is None and shaper.warmup_steps():  # random steps initialize the terms' statistics
+        seen = [env.step(env.action_space.sample())[4]["next_obs"] for _ in range(shaper.warmup_steps())]
+        state = state._replace(shaper=shaper.warm_up(state.shaper, warmup_batch(np.stack(seen))))
+        obs, _ = env.reset()
     if resume is not None:
         check_resumed_shaper(resume, shaper)
         state, loop = checkpoint.load(resume, state, loop)[:2]
@@ -587,7 +648,7 @@ def rollout_jax(cfg: Config, spec: envs.EnvSpec, env: jaxenvs.JaxEnv, carry: Car
     truncated = rollout["truncated"]
     rollout["final_value"] = jax.lax.cond(  # truncations are rare: skip the pass when there are none
         truncated.any(),
-        lambda: jnp.where(truncated, net.apply({"params": params}, rollout["final_obs"])[1], 0.0),
+        lambda: where_rows(truncated, net.apply({"params": params}, rollout["final_obs"])[1]),
         lambda: jnp.zeros_like(rollout["value"]),
     )
     return carry, rollout, episodes
@@ -615,13 +676,37 @@ def iterations(cfg: Config, spec, env, shaper: Shaper, carry: Carry, length: int
 def init_carry(cfg: Config, spec, env: jaxenvs.JaxEnv, shaper: Shaper, seed: int, state=None, loop=None):
     """The carry of one seed: a fresh learner (or ``state`` from a checkpoint) and fresh
     episodes, the env keyed by (seed, env steps taken) so a resume is reproducible."""
+    fresh = state is None
     state = state if state is not None else init(cfg, spec, jax.random.PRNGKey(seed), shaper)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), int(state.step))
-    k_env, key = jax.random.split(key)
+    k_env, k_warm, key = jax.random.split(key, 3)
+    if fresh and shaper.warmup_steps():  # random steps initialize the terms' statistics
+        seen = jax.jit(partial(random_steps, spec, env, shaper.warmup_steps()))(k_warm)
+        state = state._replace(shaper=shaper.warm_up(state.shaper, warmup_batch(seen)))
     env_state, obs = env.reset(k_env)
     loop = loop if loop is not None else init_loop(cfg, spec)
     stats = RunningStats(*(jnp.asarray(a, jnp.float32) for a in loop["obs_stats"]))
     return Carry(state, env_state, obs, stats, key)
+
+
+def random_steps(spec, env: jaxenvs.JaxEnv, n: int, key):
+    """The next observations [n, E, ...] of ``n`` uniformly random actions in every env."""
+    k_reset, k_run = jax.random.split(key)
+    env_state, _ = env.reset(k_reset)
+    space = spec.action_space
+
+    def one(env_state, k):
+        k_act, k_env = jax.random.split(k)
+        if spec.discrete:
+            action = jax.random.randint(k_act, (spec.num_envs,), 0, space.n)
+        else:
+            action = jax.random.uniform(
+                k_act, (spec.num_envs, *spec.action_shape), minval=space.low, maxval=space.high
+            )
+        env_state, _, _, _, _, info = env.step(env_state, action, k_env)
+        return env_state, info["next_obs"]
+
+    return jax.lax.scan(one, env_state, jax.random.split(k_run, n))[1]
 
 
 def chunk_size(cfg: Config) -> int:

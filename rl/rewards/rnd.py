@@ -10,7 +10,8 @@ branch), followed where it departs from the paper:
 
 - observations: ``obs_norm='rms'`` normalizes them by running per-dimension mean and std,
   clipped to [-5, 5] (section 2.4), the statistics folded in *before* the batch's reward
-  (``prepare``, as ``BaseReward.compute`` does); ``'none'`` leaves vectors as they are and
+  (``prepare``, as ``BaseReward.compute`` does) and, with ``warmup_steps``, first on that
+  many random-action steps per env (Burda et al.: 50 x 128); ``'none'`` leaves vectors as they are and
   scales images to [0, 1] (the reference's ``/255`` baseline);
 - the predictor trains on the batch's ``obs`` (the rewarded ``next_obs`` are the same states one
   step on), ``epochs`` passes of minibatches of ``batch_size`` (1 x 256, Adam 1e-3), each
@@ -45,6 +46,7 @@ class RND:
     obs_clip: float = 5.0
     batch_size: int = 256
     epochs: int = 1
+    warmup_steps: int = 0  # random-action steps per env initializing the statistics (paper: 6400)
 
     reads = frozenset({"obs", "next_obs"})
 

@@ -248,6 +248,20 @@ class Shaper:
             out.update(term.annotations(spec))
         return out
 
+    def warmup_steps(self) -> int:
+        """Random-action env steps per env, before training, whose observations the terms with
+        ``warmup_steps`` fold in (``prepare``): RND's observation statistics (Burda et al.
+        2019: 50 x 128 steps; not counted in the run's env steps, as there)."""
+        return max([int(getattr(s.term, "warmup_steps", 0)) for s in self.streams] or [0])
+
+    def warm_up(self, state: ShaperState, batch) -> ShaperState:
+        """Fold the warm-up steps' ``batch`` into the terms that asked for it."""
+        terms = dict(state.terms)
+        for s in self.streams:
+            if getattr(s.term, "warmup_steps", 0) > 0 and hasattr(s.term, "prepare"):
+                terms[s.name] = s.term.prepare(terms[s.name], batch)
+        return state.replace(terms=terms)
+
     def fitted(self) -> list[Stream]:
         """Streams whose term trains on its own data and cadence (``fit``)."""
         return [s for s in self.streams if hasattr(s.term, "fit")]
