@@ -617,3 +617,22 @@ def test_smallest_matches_top_k_with_ties_and_masked_rows():
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 50))
     x = x.at[0, 0, :5].set(-1.0).at[1, 2, :].set(jnp.inf)  # ties; a row with no candidates
     np.testing.assert_array_equal(learned.smallest(x, 6), -jax.lax.top_k(-x, 6)[0])
+
+
+@pytest.mark.parametrize("make", [lambda: E3B(features=6, hidden=(16,)), lambda: NGU(features=5, hidden=(16,), k=3),
+                                  lambda: RE3(k=2, features=4, hidden=(8,), memory=7)])  # fmt: skip
+def test_a_terms_one_pass_step_equals_its_reward_then_update(make):
+    """``step`` (what the Shaper's training call uses) against ``reward`` then ``update``, over
+    two rollouts: the same rewards and the same carried state. A ``step`` that updated before
+    rewarding, or forgot a carry, would differ on the second rollout."""
+    term = make()
+    spec, batch, _ = rollout_batch()
+    a = b = term.init(jax.random.PRNGKey(0), spec)
+    for r in range(2):
+        key = jax.random.PRNGKey(r)
+        reward_a, a, _ = term.step(a, batch, key)
+        reward_b = term.reward(b, batch)
+        b = term.update(b, batch, key)[0]
+        np.testing.assert_allclose(reward_a, reward_b, rtol=1e-5, atol=1e-6)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)

@@ -145,12 +145,16 @@ class E3B(_InverseDynamicsTerm):
         return batch.unflat(jnp.einsum("bi,bi->b", phi, jnp.linalg.solve(c, phi.T).T))
 
     def update(self, state, batch, key):
+        return self.step(state, batch, key)[1:]
+
+    def step(self, state, batch, key):
+        if not isinstance(batch, Sequences):
+            return self.reward(state, batch), *self._train(state, batch, key)
+        bonus, c_inv = self._scan(state, batch)
         fixed = state.fixed
-        if isinstance(batch, Sequences) and batch.rollout:  # carry each env's ellipse on
-            c_inv = self._scan(state, batch)[1]
-            done = (batch.terminated | batch.truncated)[:, -1]
-            fixed = {"c_inv": c_inv, "first": done}  # reset at the next rollout's first step
-        return self._train(state.replace(fixed=fixed), batch, key)
+        if batch.rollout:  # carry each env's ellipse on; reset at the next rollout's first step
+            fixed = {"c_inv": c_inv, "first": (batch.terminated | batch.truncated)[:, -1]}
+        return bonus, *self._train(state.replace(fixed=fixed), batch, key)
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,9 @@ class NGU(_InverseDynamicsTerm):
         return state.fixed["dist"].merge_masked(jnp.where(exists, d2k, 0.0).reshape(-1), exists.reshape(-1))
 
     def reward(self, state, batch):
-        d2k, exists, _ = self._knn_sq(state, batch)
+        return self._reward(state, batch, *self._knn_sq(state, batch)[:2])
+
+    def _reward(self, state, batch, d2k, exists):
         mean = jnp.maximum(self._dist_stats(state, d2k, exists, batch).mean, 1e-8)  # d_m^2, this batch in
         d = jnp.maximum(jnp.where(exists, d2k, 0.0) / mean - self.cluster, 0.0)
         kernel = jnp.where(exists, self.kernel_eps / (d + self.kernel_eps), 0.0)
@@ -253,8 +259,14 @@ class NGU(_InverseDynamicsTerm):
         return mem, count, done
 
     def update(self, state, batch, key):
+        return self.step(state, batch, key)[1:]
+
+    def step(self, state, batch, key):
+        knn = self._knn_sq(state, batch)
+        return self._reward(state, batch, *knn[:2]), *self._update(state, batch, key, *knn)
+
+    def _update(self, state, batch, key, d2k, exists, phi):
         k_rnd, k_train = jax.random.split(key)
-        d2k, exists, phi = self._knn_sq(state, batch)
         fixed = {**state.fixed, "dist": self._dist_stats(state, d2k, exists, batch)}
         if isinstance(batch, Sequences) and batch.rollout:
             fixed["mem"], fixed["count"], fixed["first"] = self._remember(state, batch, phi)

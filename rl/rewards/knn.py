@@ -53,7 +53,9 @@ class RE3:
         return self.encoder(obs.shape[1:]).apply({"params": state["params"]}, obs)
 
     def reward(self, state, batch):
-        y = self._embed(state, batch)
+        return self._reward(state, batch, self._embed(state, batch))
+
+    def _reward(self, state, batch, y):
         if not (isinstance(batch, Sequences) and batch.rollout):
             return batch.unflat(jnp.log(knn_distance(y, self.k) + 1.0))
         y = batch.unflat(y)  # [E, T, D]: each env against its own memory and rollout
@@ -74,9 +76,16 @@ class RE3:
         return jnp.log(jnp.where(jnp.isfinite(d), d, 0.0) + 1.0)
 
     def update(self, state, batch, key):
+        return self.step(state, batch, key)[1:]
+
+    def step(self, state, batch, key):
+        y = self._embed(state, batch)
+        return self._reward(state, batch, y), *self._remember(state, batch, y)
+
+    def _remember(self, state, batch, y):
         if not (isinstance(batch, Sequences) and batch.rollout):
             return state, {}
-        y = batch.unflat(self._embed(state, batch))
+        y = batch.unflat(y)
         E, T = batch.lead
         slot = (state["count"][:, None] + jnp.arange(T)[None, :]) % self.memory
         rows = jnp.broadcast_to(jnp.arange(E)[:, None], (E, T))

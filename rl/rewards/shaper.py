@@ -376,7 +376,14 @@ class Shaper:
             if hasattr(s.term, "prepare")
         }
         state = state.replace(terms={**state.terms, **prepared})
-        raw = {s.name: self._raw(s, state, batch) for s in self.streams}
+        keys = dict(zip((s.name for s in self.streams), jax.random.split(key, len(self.streams))))
+        raw, stepped, metrics = {}, {}, {}
+        for s in self.streams:  # ``step``: a term's reward and update sharing one pass (embeddings, k-NN)
+            if hasattr(s.term, "step") and s.name not in state.frozen:
+                raw[s.name], stepped[s.name], m = s.term.step(state.terms[s.name], batch, keys[s.name])
+                metrics.update({f"reward/{s.name}/{name}": v for name, v in m.items()})
+            else:
+                raw[s.name] = self._raw(s, state, batch)
         stats, returns = dict(state.stats), dict(state.returns)
         mask = batch.mask
         for s in self.streams:
@@ -387,8 +394,11 @@ class Shaper:
                 returns[s.name] = carried
             stats[s.name] = stats[s.name].merge_masked(values, mask)
         rewards = self._combine(raw, stats, batch, t)
-        terms, metrics = dict(state.terms), {}
-        for s, k in zip(self.streams, jax.random.split(key, len(self.streams))):
+        terms = {**state.terms, **stepped}
+        for s in self.streams:
+            k = keys[s.name]
+            if s.name in stepped:
+                continue
             if s.name in state.frozen:
                 terms[s.name], m = s.term.update(state.terms[s.name], batch, k, state.frozen[s.name])
             else:

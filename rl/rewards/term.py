@@ -27,6 +27,9 @@ class Term(Protocol):
 
     - ``prepare(state, batch) -> state``: statistics folded in before the batch's reward
       (RND's observation normalizer, NGU's mean k-NN distance), as the references order it;
+    - ``step(state, batch, key) -> (reward, state, metrics)``: ``reward`` and ``update`` in
+      one pass, sharing what both compute (E3B's scan, NGU's and RE3's neighbours); the
+      Shaper's training call uses it, and it must equal ``reward`` then ``update``;
     - ``fit(state, data, key) -> (state, metrics)``: trains on its own data at its own
       cadence (``fit_every`` env steps), instead of or beside ``update``;
     - ``annotate(episode) -> {field: [L, ...]}`` with ``annotations(spec)`` (the fields'
