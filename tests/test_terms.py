@@ -218,20 +218,15 @@ def test_disagreement_trains_one_member_per_minibatch():
     spec, batch = transitions("gym:Pendulum-v1", n=64)
     term = Disagreement(ensemble=4, features=0, hidden=(16,), batch_size=32)
     state = term.init(jax.random.PRNGKey(0), spec)
+
+    def moved(a, b):  # which members' first layer changed from b to a
+        first = lambda p, k: jax.tree.leaves(jax.tree.map(lambda x: x[k], p))[0]  # noqa: E731
+        return [not np.allclose(first(a.params, k), first(b.params, k)) for k in range(4)]
+
     new = term.update(state, batch, jax.random.PRNGKey(1))[0]  # two minibatches: members 0 and 1
-    changed = [
-        not np.allclose(jax.tree.leaves(jax.tree.map(lambda a, k=k: a[k], new.params))[0],
-                        jax.tree.leaves(jax.tree.map(lambda a, k=k: a[k], state.params))[0])
-        for k in range(4)
-    ]  # fmt: skip
-    assert changed == [True, True, False, False]
+    assert moved(new, state) == [True, True, False, False]
     newer = term.update(new, batch, jax.random.PRNGKey(2))[0]  # the next call goes on with 2 and 3
-    moved = [
-        not np.allclose(jax.tree.leaves(jax.tree.map(lambda a, k=k: a[k], newer.params))[0],
-                        jax.tree.leaves(jax.tree.map(lambda a, k=k: a[k], new.params))[0])
-        for k in range(4)
-    ]  # fmt: skip
-    assert moved == [False, False, True, True]
+    assert moved(newer, new) == [False, False, True, True]
 
 
 def phi_table(obs):  # a potential over one-hot states

@@ -235,13 +235,15 @@ def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
 def observe(cfg, spec, stats: RunningStats, obs, update: bool = True):
     """``(stats, x)``: what the network sees for raw ``obs``. Vectors are folded into the running
     statistics first when ``update`` (gymnasium's NormalizeObservation), then normalized and
-    clipped; images pass as they are (the encoder scales them)."""
+    clipped; images pass as they are (the encoder scales them). Host numpy in the host loop,
+    jax.numpy inside the jitted rollout (the type of ``obs`` decides)."""
     if not normalizes_obs(cfg, spec):
         return stats, obs
-    obs = np.asarray(obs, np.float32)
+    xp = np if isinstance(obs, np.ndarray) else jnp
+    obs = xp.asarray(obs, xp.float32)
     if update:
         stats = stats.merge(obs, (0,))
-    return stats, np.clip(stats.normalize(obs), -cfg.clip_obs, cfg.clip_obs).astype(np.float32)
+    return stats, xp.clip(stats.normalize(obs), -cfg.clip_obs, cfg.clip_obs).astype(xp.float32)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -360,6 +362,17 @@ def advantages(cfg: Config, rollout: dict, reward, reward_int=None):
     return cfg.adv_coef_ext * adv_e + cfg.adv_coef_int * adv_i, jnp.stack([ret_e, ret_i], -1)
 
 
+def final_values(value_of, rollout: dict, like):
+    """[T, E] values of the final observations where an episode was truncated, 0 elsewhere;
+    truncations are rare, so the pass is skipped when there are none."""
+    truncated = rollout["truncated"]
+    return jax.lax.cond(
+        truncated.any(),
+        lambda: where_rows(truncated, value_of(rollout["final_obs"])),
+        lambda: jnp.zeros_like(like),
+    )
+
+
 def rollout_values(cfg: Config, spec: envs.EnvSpec, params, rollout: dict) -> dict:
     """Log probs and values of the rollout under the parameters that collected it, in one pass:
     ``logp`` and ``value`` [T, E] of the taken actions and states, ``final_value`` [T, E] of the
@@ -372,16 +385,10 @@ def rollout_values(cfg: Config, spec: envs.EnvSpec, params, rollout: dict) -> di
         return jax.tree.map(lambda a: a.reshape(*lead, *a.shape[1:]), pi), v.reshape(lead)
 
     pi, value = apply(rollout["policy_obs"])
-    truncated = rollout["truncated"]
-    final_value = jax.lax.cond(  # truncations are rare: skip the pass when there are none
-        truncated.any(),
-        lambda: where_rows(truncated, apply(rollout["final_obs"])[1]),
-        lambda: jnp.zeros_like(value),
-    )
     return {
         "logp": log_prob(spec, pi, rollout["action"])[0],
         "value": value,
-        "final_value": final_value,
+        "final_value": final_values(lambda x: apply(x)[1], rollout, value),
         "last_value": net.apply({"params": params}, rollout["last_obs"])[1],
     }
 
@@ -598,16 +605,6 @@ class Carry(NamedTuple):
     key: jax.Array
 
 
-def observe_jax(cfg, spec, stats: RunningStats, obs, update: bool = True):
-    """``observe`` on device, inside the jitted rollout."""
-    if not normalizes_obs(cfg, spec):
-        return stats, obs
-    obs = obs.astype(jnp.float32)
-    if update:
-        stats = stats.merge(obs, (0,))
-    return stats, jnp.clip(stats.normalize(obs), -cfg.clip_obs, cfg.clip_obs)
-
-
 def rollout_jax(cfg: Config, spec: envs.EnvSpec, env: jaxenvs.JaxEnv, carry: Carry):
     """``num_steps`` env steps of every env as one ``lax.scan``: the same [T, E] rollout dict
     the host loop fills, and the finished episodes ([T, E] done, return, length)."""
@@ -615,7 +612,7 @@ def rollout_jax(cfg: Config, spec: envs.EnvSpec, env: jaxenvs.JaxEnv, carry: Car
     params = carry.state.params
 
     def one(c: Carry, _):
-        stats, x = observe_jax(cfg, spec, c.obs_stats, c.obs)
+        stats, x = observe(cfg, spec, c.obs_stats, c.obs)
         key, k_act, k_env = jax.random.split(c.key, 3)
         pi, value = net.apply({"params": params}, x)
         if spec.discrete:
@@ -626,7 +623,7 @@ def rollout_jax(cfg: Config, spec: envs.EnvSpec, env: jaxenvs.JaxEnv, carry: Car
             action = mean + jnp.exp(log_std) * jax.random.normal(k_act, mean.shape)
             to_env = jnp.clip(action, spec.action_space.low, spec.action_space.high)
         env_state, next_obs, reward, terminated, truncated, info = env.step(c.env_state, to_env, k_env)
-        final = observe_jax(cfg, spec, stats, info["next_obs"], update=False)[1]
+        final = observe(cfg, spec, stats, info["next_obs"], update=False)[1]
         out = {
             "obs": c.obs,
             "policy_obs": x,
@@ -643,13 +640,10 @@ def rollout_jax(cfg: Config, spec: envs.EnvSpec, env: jaxenvs.JaxEnv, carry: Car
         return Carry(c.state, env_state, next_obs, stats, key), (out, episodes)
 
     carry, (rollout, episodes) = jax.lax.scan(one, carry, None, cfg.num_steps)
-    rollout["last_obs"] = observe_jax(cfg, spec, carry.obs_stats, carry.obs, update=False)[1]
+    rollout["last_obs"] = observe(cfg, spec, carry.obs_stats, carry.obs, update=False)[1]
     rollout["last_value"] = net.apply({"params": params}, rollout["last_obs"])[1]
-    truncated = rollout["truncated"]
-    rollout["final_value"] = jax.lax.cond(  # truncations are rare: skip the pass when there are none
-        truncated.any(),
-        lambda: where_rows(truncated, net.apply({"params": params}, rollout["final_obs"])[1]),
-        lambda: jnp.zeros_like(rollout["value"]),
+    rollout["final_value"] = final_values(
+        lambda x: net.apply({"params": params}, x)[1], rollout, rollout["value"]
     )
     return carry, rollout, episodes
 
@@ -745,7 +739,7 @@ def train_jitted(
             f"the terms {names} annotate on the host, which PPO's jitted path has no loop for; "
             "train with jit_env=false"
         )
-    shaper.check(provided(shaper, spec) - set(shaper.annotations(spec)), "PPO's jitted path")
+    shaper.check(provided(shaper, spec), "PPO's jitted path")
     shaper.check_scalar(spec.reward_shape, "PPO")
     cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
     runs = runs or [Run.create(c, "ppo") for c in cfgs]

@@ -113,7 +113,7 @@ class Disagreement:
             )
             return new, {"loss": value, **metrics}
 
-        n = batch.flatten().lead[0]
+        n = math.prod(batch.lead)
         new, metrics = minibatch_epochs(
             state, batch, key, loss_fn, optax.adam(self.lr), self.batch_size, self.epochs, train=member_step
         )
