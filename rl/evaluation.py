@@ -25,9 +25,17 @@ def step_utility(cfg) -> Callable[[np.ndarray], float] | None:
     return lambda r: float(-np.max(w * np.abs(np.asarray(r, np.float64))))
 
 
-def run_episodes(cfg, policy: Callable[[np.ndarray], np.ndarray], episodes: int, video_path=None) -> dict:
+def run_episodes(
+    cfg,
+    policy: Callable[[np.ndarray], np.ndarray],
+    episodes: int,
+    video_path=None,
+    on_episode_end: Callable[[], None] | None = None,
+) -> dict:
     """Mean and std of ``episodes`` returns of ``policy`` (host obs [1, ...] -> actions [1, ...])
     on env ``cfg.env`` seeded ``cfg.seed + 10000``; an mp4 of the first episode if ``video_path``.
+    A recurrent policy resets its state in ``on_episode_end`` (the env has autoreset: the
+    next observation it sees starts an episode).
 
     Vector (multi-objective) returns are given per objective (``eval/episode_return/<i>``);
     ``eval/episode_return`` is then the episode's sum of the per-step scalarized reward the
@@ -48,6 +56,8 @@ def run_episodes(cfg, policy: Callable[[np.ndarray], np.ndarray], episodes: int,
             if utility is not None:
                 running += utility(np.asarray(reward)[0])
             returns += [np.asarray(e["return"], np.float64) for e in info["episodes"]]
+            if info["episodes"] and on_episode_end is not None:
+                on_episode_end()
             if info["episodes"]:
                 scalarized, running = [*scalarized, running], 0.0
     finally:

@@ -57,6 +57,30 @@ class Common:
                 raise config_lib.ConfigError(f"{key} must be >= 0 (0 turns it off), got {getattr(self, key)}")
 
 
+def update_cadence(updates_per_step: float, num_envs: int) -> tuple[int, int]:
+    """(updates per vector-env step, vector-env steps between updates) that give
+    ``updates_per_step`` gradient updates per env step (SAC's ``utd``; Dreamer's
+    ``train_ratio / (batch_size * batch_length)``)."""
+    per_call = updates_per_step * num_envs
+    return (int(round(per_call)), 1) if per_call >= 1 else (1, int(round(1 / per_call)))
+
+
+def check_cadence(updates_per_step: float, num_envs: int, what: str) -> None:
+    """Fail unless ``updates_per_step`` makes whole updates per vector-env step or whole
+    vector-env steps between updates; ``what`` names the key(s) that set it."""
+    per_call = updates_per_step * num_envs
+    if per_call <= 0:
+        raise config_lib.ConfigError(f"{what} must be > 0, got {updates_per_step}")
+    if per_call >= 1 and not float(per_call).is_integer():
+        raise config_lib.ConfigError(
+            f"{what} * num_envs must be a whole number of updates per env step, got {per_call}"
+        )
+    if per_call < 1 and not float(1 / per_call).is_integer():
+        raise config_lib.ConfigError(
+            f"1 / ({what} * num_envs) must be a whole number of env steps, got {1 / per_call}"
+        )
+
+
 def window_means(window: list[dict]) -> dict:
     """Per-key means of the metrics dicts of a log window (one host transfer for all)."""
     if not window:

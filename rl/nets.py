@@ -183,3 +183,28 @@ def categorical_logp(logits, action):
 def categorical_entropy(logits):
     logp = jax.nn.log_softmax(logits)
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+# -- action scaling: a policy acts in [-1, 1]; the env and the replay see the space's bounds --
+
+
+def action_bounds(spec, who: str):
+    """(low, high) of a bounded Box action space; a clear error naming ``who`` otherwise."""
+    import gymnasium as gym
+
+    space = spec.action_space
+    if not isinstance(space, gym.spaces.Box) or not (
+        np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
+    ):
+        raise ValueError(f"{who} needs a bounded continuous (Box) action space; {spec.env_id} has {space}")
+    return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+
+
+def to_env(action, low, high):
+    low, high = jnp.broadcast_to(low, action.shape), jnp.broadcast_to(high, action.shape)
+    return low + (action + 1.0) * 0.5 * (high - low)
+
+
+def from_env(action, low, high):
+    low, high = jnp.broadcast_to(low, action.shape), jnp.broadcast_to(high, action.shape)
+    return 2.0 * (action - low) / (high - low) - 1.0

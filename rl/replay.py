@@ -364,6 +364,22 @@ class Replay:
         fields, extras = self._batch_fields(state, idx, j[:, None], (idx + 1) % T)
         return batch_lib.sequences(**fields, mask=mask, **extras)
 
+    def sample_chunks(self, state, key, batch_size: int, length: int) -> Sequences:
+        """``Sequences`` [B, length] of consecutive slots that run across episode boundaries
+        (a world model's training chunks, as DreamerV3's replay): step k is slot t + k with
+        its successor slot t + k + 1. An episode's ``final`` slot starts no transition, so
+        ``mask`` is false there (and its successor is the next episode's first observation);
+        a row with no valid start is all false. Starts are uniform over the slots whose
+        window and successor have been written."""
+        T = self.length
+        if length < 1 or length >= T:
+            raise ValueError(f"chunk length must be in [1, {T - 1}], got {length}")
+        t, j, ok = self._draw(state, key, batch_size, length, lambda t, j, age: jnp.ones(t.shape, bool))
+        idx = (t[:, None] + jnp.arange(length)[None, :]) % T
+        fields, extras = self._batch_fields(state, idx, j[:, None], (idx + 1) % T)
+        mask = ~state.data["final"][idx, j[:, None]] & ok[:, None]
+        return batch_lib.sequences(**fields, mask=mask, **extras)
+
     def _windows(self, state, key, batch_size, length, same_episode, no_final_last):
         T = self.length
         if length < 1 or length > T:

@@ -8,6 +8,7 @@ AGENTS = {
     "random": "rl.agents.random",
     "sac": "rl.agents.sac",
     "ppo": "rl.agents.ppo",
+    "dreamer": "rl.agents.dreamer",
 }
 
 

@@ -25,7 +25,6 @@ from functools import partial
 from typing import NamedTuple
 
 import flax.linen as nn
-import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,8 +35,8 @@ from rl import checkpoint, envs
 from rl import config as config_lib
 from rl.batch import Sequences
 from rl.evaluation import run_episodes
-from rl.loop import Common, Lifecycle, check_resumed_shaper
-from rl.nets import MLP, ensemble, tanh_gaussian_sample
+from rl.loop import Common, Lifecycle, check_cadence, check_resumed_shaper, update_cadence
+from rl.nets import MLP, action_bounds, ensemble, from_env, tanh_gaussian_sample, to_env
 from rl.replay import Replay
 from rl.returns import n_step_return
 from rl.rewards import Shaper, from_config
@@ -72,13 +71,7 @@ class Config(Common):
             raise err(f"buffer_size must be >= batch_size and >= 2 * num_envs, got {self.buffer_size}")
         if self.batch_size < 1 or self.n_step < 1 or self.learning_starts < 0:
             raise err("batch_size and n_step must be >= 1 and learning_starts >= 0")
-        if self.utd <= 0:
-            raise err(f"utd must be > 0, got {self.utd}")
-        per_call = self.utd * self.num_envs
-        if per_call >= 1 and not float(per_call).is_integer():
-            raise err(f"utd * num_envs must be a whole number of updates per env step, got {per_call}")
-        if per_call < 1 and not float(1 / per_call).is_integer():
-            raise err(f"1 / (utd * num_envs) must be a whole number of env steps, got {1 / per_call}")
+        check_cadence(self.utd, self.num_envs, "utd")
         if not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
             raise err("tau must be in (0, 1] and gamma in [0, 1]")
         if self.n_step >= self.buffer_size // self.num_envs:
@@ -189,32 +182,10 @@ def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
     return {"obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype)}
 
 
-# -- action scaling: the policy acts in [-1, 1]; the env and the replay see its bounds ------
-
-
-def action_bounds(spec: envs.EnvSpec):
-    space = spec.action_space
-    if not isinstance(space, gym.spaces.Box) or not (
-        np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
-    ):
-        raise ValueError(f"SAC needs a bounded continuous (Box) action space; {spec.env_id} has {space}")
-    return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
-
-
-def to_env(action, low, high):
-    low, high = jnp.broadcast_to(low, action.shape), jnp.broadcast_to(high, action.shape)
-    return low + (action + 1.0) * 0.5 * (high - low)
-
-
-def from_env(action, low, high):
-    low, high = jnp.broadcast_to(low, action.shape), jnp.broadcast_to(high, action.shape)
-    return 2.0 * (action - low) / (high - low) - 1.0
-
-
 def act(cfg: Config, spec: envs.EnvSpec, state: State, obs, key, deterministic: bool = False):
     """Env-scaled actions for ``obs`` [E, ...]: a policy sample, or tanh(mean) when deterministic."""
     actor, _ = networks(cfg, spec)
-    low, high = action_bounds(spec)
+    low, high = action_bounds(spec, "SAC")
     mean, log_std = actor.apply({"params": state.actor}, obs.astype(jnp.float32))
     a = jnp.tanh(mean) if deterministic else tanh_gaussian_sample(key, mean, log_std)[0]
     return to_env(a, low, high)
@@ -256,7 +227,7 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch)
     ``state.step``."""
     actor, critic = networks(cfg, spec)
     a_opt, c_opt, t_opt = optimizers(cfg)
-    low, high = action_bounds(spec)
+    low, high = action_bounds(spec, "SAC")
     key, k_next, k_pi, k_shaper = jax.random.split(state.key, 4)
     shaper_state, rewards, shaper_info = shaper.step(state.shaper, batch, k_shaper, state.step)
     if rewards.total.shape != batch.lead:
@@ -331,8 +302,7 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch)
 
 def updates_per_call(cfg: Config) -> tuple[int, int]:
     """(updates per vector-env step, vector-env steps between updates)."""
-    per_call = cfg.utd * cfg.num_envs
-    return (int(per_call), 1) if per_call >= 1 else (1, int(round(1 / per_call)))
+    return update_cadence(cfg.utd, cfg.num_envs)
 
 
 def sample(cfg: Config, replay: Replay, rstate, key):
@@ -371,7 +341,7 @@ def train_step(
             )
             state = state._replace(shaper=shaper_state, key=key)
     key, k_act, k_rand = jax.random.split(state.key, 3)
-    low, high = action_bounds(spec)
+    low, high = action_bounds(spec, "SAC")
     random = jax.random.uniform(k_rand, (cfg.num_envs, *spec.action_shape), minval=low, maxval=high)
     action = jnp.where(step < cfg.learning_starts, random, act(cfg, spec, state, next_obs, k_act))
     return state._replace(key=key), rstate, action, metrics
@@ -395,7 +365,7 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory."""
     shaper = build_shaper(cfg, shaper)
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
-    low, high = action_bounds(spec)  # a discrete env fails here, before a run directory exists
+    low, high = action_bounds(spec, "SAC")  # a discrete env fails here, before a run directory exists
     # annotators (DreamSmooth) write their fields into the replay when each episode ends
     annotator = EpisodeAnnotator(shaper.annotators(), cfg.num_envs) if shaper.annotators() else None
     replay = Replay.from_spec(spec, cfg.buffer_size, shaper.annotations(spec) or None)
@@ -484,7 +454,7 @@ def _deterministic(actor: Actor, params, obs, low, high):
 def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=None) -> dict:
     """Deterministic policy (tanh of the mean) on a separately seeded env."""
     spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
-    actor, low, high = networks(cfg, spec)[0], *action_bounds(spec)  # compiled once per actor shape
+    actor, low, high = networks(cfg, spec)[0], *action_bounds(spec, "SAC")  # compiled once per actor shape
     return run_episodes(
         cfg, lambda obs: _deterministic(actor, state.actor, obs, low, high), episodes, video_path
     )

@@ -1,0 +1,1 @@
+"""Larger networks shared by agents and terms (the RSSM world model)."""

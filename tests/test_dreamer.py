@@ -1,0 +1,340 @@
+"""Dreamer: the world model's distributions and losses against numpy transcriptions of
+danijar/dreamerv3 (embodied/jax/outs.py, dreamerv3/agent.py), the time alignment of replay
+chunks, the Shaper's reward reaching the reward head, one compilation, resume after SIGKILL."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rl import batch as batch_lib
+from rl import config as config_lib
+from rl import envs
+from rl.agents import dreamer
+from rl.models import rssm
+from rl.replay import Replay
+from rl.rewards import from_config
+from rl.rewards.config import ShaperConfig
+
+TINY = {
+    "deter": 16, "hidden": 16, "stoch": 4, "classes": 4, "blocks": 2, "units": 16, "layers": 1,
+    "batch_size": 4, "batch_length": 8, "imag_length": 4, "learning_starts": 64, "train_ratio": 32,
+    "warmup": 0, "lr": 1e-3,
+}  # fmt: skip
+
+
+def _cfg(**over):
+    return config_lib.build(dreamer.Config, overrides={"env": "gym:Pendulum-v1", **TINY, **over})
+
+
+# -- distributions and returns ---------------------------------------------------------------
+
+
+def np_twohot(target, bins):
+    """embodied/jax/outs.py TwoHot.loss's target construction, in numpy."""
+    below = np.clip((bins <= target[..., None]).sum(-1) - 1, 0, len(bins) - 1)
+    above = np.clip(len(bins) - (bins > target[..., None]).sum(-1), 0, len(bins) - 1)
+    equal = below == above
+    d_below = np.where(equal, 1, np.abs(bins[below] - target))
+    d_above = np.where(equal, 1, np.abs(bins[above] - target))
+    total = d_below + d_above
+    eye = np.eye(len(bins))
+    return eye[below] * (d_above / total)[..., None] + eye[above] * (d_below / total)[..., None]
+
+
+def test_symlog_symexp_and_twohot_round_trip():
+    x = jnp.array([-1e4, -3.5, -1.0, 0.0, 0.3, 2.0, 777.0])
+    np.testing.assert_allclose(rssm.symexp(rssm.symlog(x)), x, rtol=1e-5)
+    bins = rssm.twohot_bins(255)
+    assert bins.shape == (255,) and float(bins[127]) == 0.0 and np.allclose(bins, -bins[::-1])
+    w = rssm.twohot(x, bins)
+    np.testing.assert_allclose(w, np_twohot(np.asarray(x), np.asarray(bins)), atol=1e-6)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose((np.asarray(w) * np.asarray(bins)).sum(-1), x, rtol=1e-4)  # the two-hot's mean is the target
+    # logits that put the two-hot's weights in place predict the target back
+    np.testing.assert_allclose(rssm.twohot_mean(jnp.log(w + 1e-30), bins), x, rtol=1e-3)
+    # uniform logits predict exactly 0 (the zero-initialised heads start at 0)
+    assert float(rssm.twohot_mean(jnp.zeros((3, 255)), bins)[0]) == 0.0
+    logits = jax.random.normal(jax.random.PRNGKey(0), (7, 255))
+    ref = -(np_twohot(np.asarray(x), np.asarray(bins)) * jax.nn.log_softmax(logits)).sum(-1)
+    np.testing.assert_allclose(rssm.twohot_loss(logits, x, bins), ref, rtol=1e-5)
+
+
+def test_kl_balancing_and_free_bits_on_hand_made_categoricals():
+    post = jnp.log(jnp.array([[[0.4, 0.2, 0.2, 0.2], [0.25, 0.25, 0.25, 0.25]]]))  # [1, S=2, C=4]
+    prior = jnp.log(jnp.array([[[0.1, 0.3, 0.3, 0.3], [0.25, 0.25, 0.25, 0.25]]]))
+    p, q = np.exp(np.asarray(post)), np.exp(np.asarray(prior))
+    kl = float((p * (np.log(p) - np.log(q))).sum())  # summed over the latents
+    dyn, rep = rssm.kl_losses(post, prior, free_nats=0.1)
+    assert float(dyn[0]) == pytest.approx(kl, rel=1e-5) and float(rep[0]) == pytest.approx(kl, rel=1e-5)
+    dyn, rep = rssm.kl_losses(post, prior, free_nats=1.0)  # kl ~ 0.31 < 1 nat: clipped, no gradient
+    assert float(dyn[0]) == 1.0 and float(rep[0]) == 1.0
+    g = jax.grad(lambda a, b: rssm.kl_losses(a, b, 1.0)[0].sum(), argnums=(0, 1))(post, prior)
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in g)
+    # balancing: dyn trains only the prior, rep only the posterior
+    g_dyn = jax.grad(lambda a, b: rssm.kl_losses(a, b, 0.0)[0].sum(), argnums=(0, 1))(post, prior)
+    g_rep = jax.grad(lambda a, b: rssm.kl_losses(a, b, 0.0)[1].sum(), argnums=(0, 1))(post, prior)
+    assert float(jnp.abs(g_dyn[0]).max()) == 0.0 < float(jnp.abs(g_dyn[1]).max())
+    assert float(jnp.abs(g_rep[1]).max()) == 0.0 < float(jnp.abs(g_rep[0]).max())
+
+
+def test_unimix_keeps_every_class_above_its_floor():
+    logits = jnp.array([[50.0, -50.0, -50.0, -50.0]])
+    probs = jax.nn.softmax(rssm.unimix(logits, 0.01))
+    np.testing.assert_allclose(probs[0], [0.99 + 0.0025, 0.0025, 0.0025, 0.0025], rtol=1e-5)
+
+
+def np_lambda_return(last, term, rew, boot, disc, lam):
+    """dreamerv3/agent.py lambda_return, in numpy."""
+    rets = [boot[:, -1]]
+    live = (1 - term)[:, 1:] * disc
+    cont = (1 - last)[:, 1:] * lam
+    interm = rew[:, 1:] + (1 - cont) * live * boot[:, 1:]
+    for t in reversed(range(live.shape[1])):
+        rets.append(interm[:, t] + live[:, t] * cont[:, t] * rets[-1])
+    return np.stack(list(reversed(rets))[:-1], 1)
+
+
+def test_lambda_return_matches_the_reference_loop_with_continue_flags():
+    rng = np.random.default_rng(0)
+    B, T = 3, 9
+    rew, boot = rng.normal(size=(B, T)), rng.normal(size=(B, T))
+    term = (rng.random((B, T)) < 0.2).astype(np.float32)
+    last = np.maximum(term, (rng.random((B, T)) < 0.2)).astype(np.float32)
+    got = rssm.lambda_return(*(jnp.asarray(x, jnp.float32) for x in (last, term, rew, boot)), 0.99, 0.95)
+    np.testing.assert_allclose(got, np_lambda_return(last, term, rew, boot, 0.99, 0.95), rtol=1e-5, atol=1e-5)
+    # lam = 1 without episode ends: the discounted sum of rewards plus the discounted last value
+    z = np.zeros((1, 4), np.float32)
+    r, v = np.array([[0.0, 1.0, 2.0, 3.0]], np.float32), np.array([[0.0, 0.0, 0.0, 10.0]], np.float32)
+    got = rssm.lambda_return(jnp.asarray(z), jnp.asarray(z), jnp.asarray(r), jnp.asarray(v), 0.5, 1.0)
+    assert float(got[0, 0]) == pytest.approx(1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 10)
+
+
+def test_percentile_return_scale_matches_numpy():
+    ret = jax.random.normal(jax.random.PRNGKey(1), (64, 15)) * 30.0
+    norm, scale = dreamer.percentile_scale(jnp.array([1.0, 2.0]), ret, 0.01)
+    lo, hi = np.percentile(np.asarray(ret), 5), np.percentile(np.asarray(ret), 95)
+    np.testing.assert_allclose(norm, [0.99 * 1 + 0.01 * lo, 0.99 * 2 + 0.01 * hi], rtol=1e-5)
+    assert float(scale) == pytest.approx(max(1.0, float(norm[1] - norm[0])))
+    assert float(dreamer.percentile_scale(jnp.zeros(2), ret * 0, 0.01)[1]) == 1.0  # floor 1
+
+
+def test_laprop_and_agc_match_numpy():
+    params = {"w": jnp.array([3.0, 4.0]), "b": jnp.array([0.0])}
+    grads = [{"w": jnp.array([1.0, -2.0]), "b": jnp.array([5.0])}, {"w": jnp.array([0.5, 0.5]), "b": jnp.array([-1.0])}]
+    tx = dreamer.scale_by_laprop(0.9, 0.999, 1e-20)
+    state = tx.init(params)
+    nu, mu = {k: 0.0 for k in params}, {k: 0.0 for k in params}
+    for i, g in enumerate(grads, 1):
+        out, state = tx.update(g, state)
+        for k in params:
+            gk = np.asarray(g[k])
+            nu[k] = 0.999 * nu[k] + 0.001 * gk**2
+            mu[k] = 0.9 * mu[k] + 0.1 * gk / np.sqrt(nu[k] / (1 - 0.999**i))
+            np.testing.assert_allclose(out[k], mu[k] / (1 - 0.9**i), rtol=1e-5)
+    clipped, _ = dreamer.clip_by_agc(0.3).update(grads[0], None, params)
+    # ||g_w|| = sqrt(5) > 0.3 * ||w|| = 1.5: scaled to norm 1.5; b's norm is 0: the floor 1e-3
+    assert float(jnp.linalg.norm(clipped["w"])) == pytest.approx(1.5, rel=1e-5)
+    assert float(jnp.linalg.norm(clipped["b"])) == pytest.approx(0.3e-3, rel=1e-4)
+
+
+# -- time alignment --------------------------------------------------------------------------
+
+
+def _hand_made_replay():
+    """One env; obs value v, action v, reward of (v -> v+1) = 10 + v (episode A, terminated at
+    obs 3) and 20 + v - 100 (episode B, truncated at obs 102), then an open episode C."""
+    spec = envs.EnvSpec("hand", 1, (1,), "float32", gym.spaces.Discrete(256), (), None)
+    replay = Replay.from_spec(spec, 64)
+    rs = replay.init()
+    steps = [(0, 10, 0, 0), (1, 11, 0, 0), (2, 12, 1, 0), (100, 20, 0, 0), (101, 21, 0, 1)]
+    steps += [(200 + i, 30 + i, 0, 0) for i in range(6)]
+    for v, r, term, trunc in steps:
+        nxt = v + 1
+        rs = replay.add(rs, obs=np.full((1, 1), v, np.float32), action=np.array([v]), reward=np.array([float(r)]),
+                        terminated=np.array([bool(term)]), truncated=np.array([bool(trunc)]),
+                        next_obs=np.full((1, 1), nxt, np.float32))  # fmt: skip
+    return spec, replay, rs
+
+
+def test_each_latent_predicts_the_reward_of_the_transition_into_it():
+    spec, replay, rs = _hand_made_replay()
+    cfg = _cfg()
+    nets = dreamer.networks(cfg, spec)
+    batch = replay.sample_chunks(rs, jax.random.PRNGKey(0), 256, 5)
+    data = dreamer.model_inputs(nets, spec, batch, batch.reward)
+    reward = {1: 10, 2: 11, 3: 12, 100: 0, 101: 20, 102: 21, 200: 0, **{201 + i: 30 + i for i in range(5)}}
+    seen = set()
+    for b in range(256):
+        for k in range(5):
+            v = int(data.obs[b, k, 0])
+            seen.add(v)
+            assert float(data.reward[b, k]) == reward[v], (v, float(data.reward[b, k]))
+            assert bool(data.first[b, k]) == (v in (100, 200)), v
+            assert bool(data.term[b, k]) == (v == 3) and bool(data.last[b, k]) == (v in (3, 102))
+            prev = np.asarray(data.prev_action[b, k])
+            if v in (100, 200):
+                assert prev.sum() == 0  # an episode's first latent has no previous action
+            else:
+                assert int(prev.argmax()) == v - 1 and prev.sum() == 1
+    assert seen >= {1, 2, 3, 100, 101, 102, 200, 201}  # chunks run across both episode ends
+
+
+def test_the_reward_head_target_is_the_shaper_total_and_smoothing_changes_only_it():
+    """``shaper.smoothing`` makes the env-reward stream read the smoothed field. One compiled
+    update on two batches that differ only in that field: the reward head moves differently,
+    the decoder (whose loss sees no reward) identically. Fails if the update trained the
+    reward head on ``batch.reward`` instead of the Shaper's total."""
+    cfg = _cfg(env="gym:Pendulum-v1", imag_length=1)
+    spec = envs.make_spec(cfg.env, 1, 0)
+    nets = dreamer.networks(cfg, spec)
+    shaper = dreamer.build_shaper(cfg, from_config(ShaperConfig(smoothing="gaussian")))
+    assert shaper.streams[0].term.reads == {"smoothed_reward"}
+    state = dreamer.init(cfg, spec, jax.random.PRNGKey(0), shaper)
+    rng = np.random.default_rng(0)
+    B, T = 4, 8
+    reward = rng.normal(size=(B, T)).astype(np.float32)
+
+    def batch(smoothed):
+        return batch_lib.sequences(
+            jnp.asarray(rng.normal(size=(B, T, 3)), jnp.float32), jnp.asarray(np.ones((B, T, 1)), jnp.float32),
+            jnp.asarray(reward), jnp.asarray(np.ones((B, T, 3)), jnp.float32), np.zeros((B, T), bool),
+            np.zeros((B, T), bool), smoothed_reward=jnp.asarray(smoothed))  # fmt: skip
+
+    step = jax.jit(lambda s, b: dreamer.update(cfg, spec, nets, shaper, s, b))
+    plain, smoothed = batch(reward), batch(reward[:, ::-1] * 5.0)
+    plain = plain.replace(obs=smoothed.obs)
+    a, ma = step(state, plain)
+    b, mb = step(state, smoothed)
+    differ = jax.tree.map(lambda x, y: float(jnp.abs(x - y).max()), a.params, b.params)
+    assert max(jax.tree.leaves(differ["rew"])) > 0
+    assert max(jax.tree.leaves(differ["dec"])) == 0.0
+    assert float(ma["reward/extrinsic"]) == pytest.approx(reward.mean(), rel=1e-5)
+    assert float(mb["reward/extrinsic"]) == pytest.approx(5 * reward.mean(), rel=1e-5)
+
+
+# -- the world model and imagination ---------------------------------------------------------
+
+
+def test_world_model_loss_decreases_on_a_fixed_batch_and_the_reward_head_fits_it():
+    cfg = _cfg(repval_scale=0.0, lr=3e-3)
+    spec = envs.make_spec(cfg.env, 1, 0)
+    nets = dreamer.networks(cfg, spec)
+    shaper = dreamer.build_shaper(cfg)
+    state = dreamer.init(cfg, spec, jax.random.PRNGKey(0), shaper)
+    rng = np.random.default_rng(1)
+    B, T = 4, 8
+    obs = rng.normal(size=(B, T + 1, 3)).astype(np.float32)
+    batch = batch_lib.sequences(
+        jnp.asarray(obs[:, :-1]), jnp.asarray(rng.uniform(-2, 2, (B, T, 1)), jnp.float32),
+        jnp.asarray(obs[:, 1:, 0] * 3.0), jnp.asarray(obs[:, 1:]), np.zeros((B, T), bool), np.zeros((B, T), bool))  # fmt: skip
+    step = jax.jit(lambda s: dreamer.update(cfg, spec, nets, shaper, s, batch))
+    first = None
+    for _ in range(200):
+        state, m = step(state)
+        first = first or {k: float(m[k]) for k in ("loss/rec", "loss/rew", "loss/dyn")}
+    assert float(m["loss/rec"]) < 0.5 * first["loss/rec"]
+    assert float(m["loss/rew"]) < 0.5 * first["loss/rew"]
+    pred = dreamer.reward_predictions(cfg, nets, state.params, dreamer.model_inputs(nets, spec, batch, batch.reward),
+                                      jax.random.PRNGKey(2))  # fmt: skip
+    err = float(jnp.abs(pred - batch.reward).mean())
+    assert err < 0.3 * float(jnp.abs(batch.reward).mean()), err  # the reward head reads next_obs's latent
+
+
+def test_imagination_shapes_and_continue_weights():
+    cfg = _cfg()
+    spec = envs.make_spec("gym:CartPole-v1", 1, 0)
+    nets = dreamer.networks(cfg, spec)
+    state = dreamer.init(cfg, spec, jax.random.PRNGKey(0))
+    N = 6
+    deter, stoch = jnp.zeros((N, cfg.deter)), jax.nn.one_hot(jnp.zeros((N, cfg.stoch), int), cfg.classes)
+    feats, actions = dreamer.imagine(cfg, nets, state.params, deter, stoch, jax.random.PRNGKey(1))
+    assert feats.shape == (N, cfg.imag_length + 1, cfg.deter + cfg.stoch * cfg.classes)
+    assert actions.shape == (N, cfg.imag_length + 1, 2) and bool((actions.sum(-1) == 1).all())  # one-hot
+    np.testing.assert_array_equal(feats[:, 0], rssm.features(deter, stoch))  # index 0 is the start
+    # the continue head says "terminal" everywhere: every step after the start weighs ~0
+    params = dict(state.params)
+    params["con"] = jax.tree.map(lambda x: jnp.full_like(x, -0.0), params["con"])
+    params["con"]["Dense_0"]["bias"] = jnp.full_like(params["con"]["Dense_0"]["bias"], -30.0)
+    policy, value, ret, _, _ = dreamer.actor_critic_losses(
+        cfg, nets, params, state.slow_critic, state.retnorm, feats, actions, rssm.twohot_bins(cfg.bins)
+    )
+    assert ret.shape == (N, cfg.imag_length)
+    assert float(jnp.abs(policy).max()) < 1e-10 and float(jnp.abs(value).max()) < 1e-10
+
+
+# -- the agent end to end --------------------------------------------------------------------
+
+
+def test_train_step_compiles_once_and_the_agent_runs(tmp_path):
+    cfg = _cfg(total_steps=128, log_every=64, eval_episodes=1, runs_dir=str(tmp_path), experiment="t", run_name="a")
+    summary = dreamer.train(cfg)
+    assert np.isfinite(summary["eval/episode_return"])
+    rows = [json.loads(x) for x in open(tmp_path / "t" / "a" / "metrics.jsonl")]
+    assert any("loss/rew" in r for r in rows) and rows[-2]["perf/updates"] == (128 - 64 + 1) * 32 // 32
+    # one program for the learning step, whatever the data
+    env, spec = envs.make(cfg.env, 1, 0)
+    nets, shaper = dreamer.networks(cfg, spec), dreamer.build_shaper(cfg)
+    replay = Replay.from_spec(spec, cfg.buffer_size)
+    fn = jax.jit(lambda *a: dreamer.train_step(cfg, spec, nets, shaper, replay, True, *a))
+    state, rs = dreamer.init(cfg, spec, jax.random.PRNGKey(0), shaper), replay.init()
+    carry = dreamer.initial_carry(cfg, nets, 1)
+    obs, _ = env.reset(seed=0)
+    for i in range(3):
+        action = spec.action_space.sample()[None]
+        nxt, r, te, tr, info = env.step(action)
+        tr = np.array([i == 1])
+        t = dict(obs=obs, action=action, reward=r, terminated=te, truncated=tr, next_obs=info["next_obs"])
+        state, rs, carry, _, _ = fn(state, rs, carry, t, nxt)
+        obs = nxt
+    assert fn._cache_size() == 1
+
+
+def test_pixels_and_discrete_actions_smoke(tmp_path):
+    cfg = config_lib.build(dreamer.Config, overrides={
+        **TINY, "env": "dmc:cartpole-balance", "env_options": {"pixels": True}, "depth": 2, "total_steps": 80,
+        "log_every": 40, "eval_episodes": 1, "runs_dir": str(tmp_path), "experiment": "t", "run_name": "p"})  # fmt: skip
+    assert np.isfinite(dreamer.train(cfg)["eval/episode_return"])
+    cfg = _cfg(env="gym:CartPole-v1", total_steps=80, log_every=40, eval_episodes=1, runs_dir=str(tmp_path),
+               experiment="t", run_name="d")  # fmt: skip
+    assert np.isfinite(dreamer.train(cfg)["eval/episode_return"])
+
+
+def test_bad_input_fails_before_a_run_exists(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="train_ratio"):
+        _cfg(train_ratio=48)  # 48 / 32 updates per step is not whole
+    with pytest.raises(config_lib.ConfigError, match="learning_starts"):
+        _cfg(learning_starts=8)
+    cfg = _cfg(env="minigrid:MiniGrid-Empty-5x5-v0", runs_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="Dreamer's CNN needs image sides divisible by 16"):
+        dreamer.train(cfg)
+    assert not (tmp_path / "default").exists()
+
+
+def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path):
+    run = tmp_path / "t" / "k"
+    over = [f"{k}={v}" for k, v in TINY.items()]
+    cmd = [sys.executable, "-m", "rl.cli", "train", "dreamer", "--env", "gym:Pendulum-v1", *over, "total_steps=1200",
+           "log_every=100", "checkpoint_every=200", "eval_episodes=1", f"runs_dir={tmp_path}", "experiment=t",
+           "run_name=k"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((run / "checkpoints").glob("step_*/meta.json")):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list((run / "checkpoints").glob("step_*/meta.json")), "no checkpoint before the kill"
+    out = subprocess.run([sys.executable, "-m", "rl.cli", "resume", str(run)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(x) for x in open(run / "metrics.jsonl")]
+    steps = [r["step"] for r in rows if "perf/sps" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 1200
+    assert (run / "summary.json").exists()
