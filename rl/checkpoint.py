@@ -94,7 +94,9 @@ def load(path, template, loop_template=None):
         )
     meta = json.loads((path / "meta.json").read_text())
     raw = serialization.msgpack_restore((path / "state.msgpack").read_bytes())
-    state = _restore(template, raw)
+    # on the device, committed like the replay: a jitted step then sees the same argument
+    # placement on its first call as on every later one (host arrays there compile it twice)
+    state = jax.device_put(_restore(template, raw), jax.devices()[0])
     replay = replay_state = None
     if (path / "replay").exists():
         replay, replay_state = Replay.load(path / "replay")

@@ -301,16 +301,15 @@ def build_shaper(cfg: Config, shaper: Shaper | None = None) -> Shaper:
     return (shaper or from_config(cfg.shaper)).bind(1.0 - 1.0 / cfg.horizon)
 
 
-def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
-    shaper = build_shaper(cfg, shaper)
+def init_params(cfg: Config, spec: envs.EnvSpec, key) -> dict:
     nets = networks(cfg, spec)
-    ks = jax.random.split(key, 9)
+    ks = jax.random.split(key, 7)
     obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
     enc = nets.enc.init(ks[0], obs)["params"]
     embed = nets.enc.apply({"params": enc}, obs)
     deter, stoch = jnp.zeros((1, cfg.deter)), jnp.zeros((1, cfg.stoch, cfg.classes))
     feat = features(deter, stoch)
-    params = {
+    return {
         "enc": enc,
         "rssm": nets.rssm.init(ks[1], deter, stoch, jnp.zeros((1, nets.action_dim)), embed)["params"],
         "dec": nets.dec.init(ks[2], feat)["params"],
@@ -319,13 +318,19 @@ def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> 
         "actor": nets.actor.init(ks[5], feat)["params"],
         "critic": nets.critic.init(ks[6], feat)["params"],
     }
+
+
+def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
+    shaper = build_shaper(cfg, shaper)
+    k_nets, k_shaper, key = jax.random.split(key, 3)
+    params = jax.jit(partial(init_params, cfg, spec))(k_nets)  # one program: eager init takes seconds
     return State(
         params=params,
         slow_critic=jax.tree.map(jnp.copy, params["critic"]),
-        opt=optimizer(cfg).init(params),
+        opt=jax.jit(optimizer(cfg).init)(params),
         retnorm=jnp.zeros(2),
-        shaper=shaper.init(ks[7], spec),
-        key=ks[8],
+        shaper=shaper.init(k_shaper, spec),
+        key=key,
         step=jnp.int32(0),
         updates=jnp.int32(0),
     )

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rl.nets import MatmulConv, max_pool_2x2
 from rl.rewards.transforms import symlog
 
 sg = jax.lax.stop_gradient
@@ -276,9 +277,17 @@ def features(deter, stoch):
 # -- encoders and decoders -------------------------------------------------------------------
 
 
+def conv_same(features: int, kernel: int, x, name=None):
+    """A stride-1 ``kernel`` x ``kernel`` SAME convolution as one matmul (``MatmulConv`` on the
+    zero-padded input: XLA-CPU's convolutions and their gradients are several times slower)."""
+    p = kernel // 2
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(p, kernel - 1 - p), (p, kernel - 1 - p), (0, 0)])
+    return MatmulConv(features, kernel, kernel_init=winit(), name=name)(x)
+
+
 class Encoder(nn.Module):
     """symlog(vector) -> MLP, or a uint8 image [64, 64, C] / 255 - 0.5 -> CNN: per stage a
-    5x5 conv, 2x2 max-pool, RMSNorm, SiLU (the reference's non-strided variant), flattened."""
+    5x5 SAME conv, 2x2 max-pool, RMSNorm, SiLU (the reference's non-strided variant), flattened."""
 
     image: bool
     units: int = 64
@@ -298,8 +307,7 @@ class Encoder(nn.Module):
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])
         for m in self.mults:
-            x = nn.Conv(self.depth * m, (self.kernel, self.kernel), kernel_init=winit())(x)
-            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = max_pool_2x2(conv_same(self.depth * m, self.kernel, x))
             x = nn.silu(nn.RMSNorm(epsilon=1e-4)(x))
         return x.reshape(*lead, -1)
 
@@ -330,12 +338,11 @@ class Decoder(nn.Module):
             feat.reshape(-1, feat.shape[-1])
         )
         x = nn.silu(nn.RMSNorm(epsilon=1e-4)(x.reshape(-1, h // factor, w // factor, depths[-1])))
-        k = (self.kernel, self.kernel)
         for d in reversed(depths[:-1]):
             x = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
-            x = nn.silu(nn.RMSNorm(epsilon=1e-4)(nn.Conv(d, k, kernel_init=winit())(x)))
+            x = nn.silu(nn.RMSNorm(epsilon=1e-4)(conv_same(d, self.kernel, x)))
         x = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
-        x = jax.nn.sigmoid(nn.Conv(c, k, kernel_init=winit())(x))
+        x = jax.nn.sigmoid(conv_same(c, self.kernel, x))
         return x.reshape(*lead, h, w, c)
 
 
