@@ -58,7 +58,9 @@ def test_symlog_symexp_and_twohot_round_trip():
     w = rssm.twohot(x, bins)
     np.testing.assert_allclose(w, np_twohot(np.asarray(x), np.asarray(bins)), atol=1e-6)
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-6)
-    np.testing.assert_allclose((np.asarray(w) * np.asarray(bins)).sum(-1), x, rtol=1e-4)  # the two-hot's mean is the target
+    np.testing.assert_allclose(
+        (np.asarray(w) * np.asarray(bins)).sum(-1), x, rtol=1e-4
+    )  # the two-hot's mean is the target
     # logits that put the two-hot's weights in place predict the target back
     np.testing.assert_allclose(rssm.twohot_mean(jnp.log(w + 1e-30), bins), x, rtol=1e-3)
     # uniform logits predict exactly 0 (the zero-initialised heads start at 0)
@@ -129,7 +131,10 @@ def test_percentile_return_scale_matches_numpy():
 
 def test_laprop_and_agc_match_numpy():
     params = {"w": jnp.array([3.0, 4.0]), "b": jnp.array([0.0])}
-    grads = [{"w": jnp.array([1.0, -2.0]), "b": jnp.array([5.0])}, {"w": jnp.array([0.5, 0.5]), "b": jnp.array([-1.0])}]
+    grads = [
+        {"w": jnp.array([1.0, -2.0]), "b": jnp.array([5.0])},
+        {"w": jnp.array([0.5, 0.5]), "b": jnp.array([-1.0])},
+    ]
     tx = dreamer.scale_by_laprop(0.9, 0.999, 1e-20)
     state = tx.init(params)
     nu, mu = {k: 0.0 for k in params}, {k: 0.0 for k in params}
@@ -338,7 +343,9 @@ def test_sigkill_then_resume_with_one_compile_per_step_program(tmp_path):
     proc.wait()
     assert list((run / "checkpoints").glob("step_*/meta.json")), "no checkpoint before the kill"
     env = {**os.environ, "JAX_LOG_COMPILES": "1"}
-    out = subprocess.run([sys.executable, "-m", "rl.cli", "resume", str(run)], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "rl.cli", "resume", str(run)], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.count("Finished XLA compilation of jit(train_step)") == 2
     rows = [json.loads(x) for x in open(run / "metrics.jsonl")]

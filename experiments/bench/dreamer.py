@@ -46,12 +46,16 @@ def worker(name: str, updates: int) -> dict:
     from rl.replay import Replay
 
     presets, over = PRESETS[name]
-    cfg = config_lib.build(dreamer.Config, presets, {"env": "dmc:cartpole-swingup", "buffer_size": 20_000, **over})
+    cfg = config_lib.build(
+        dreamer.Config, presets, {"env": "dmc:cartpole-swingup", "buffer_size": 20_000, **over}
+    )
     env, spec = envs.make(cfg.env, 1, 0, **cfg.env_options)
     nets, shaper = dreamer.networks(cfg, spec), dreamer.build_shaper(cfg)
     replay = Replay.from_spec(spec, cfg.buffer_size)
     state, rs = dreamer.init(cfg, spec, jax.random.PRNGKey(0), shaper), replay.init()
-    collect = jax.jit(partial(dreamer.train_step, cfg, spec, nets, shaper, replay, False), donate_argnums=(0, 1))
+    collect = jax.jit(
+        partial(dreamer.train_step, cfg, spec, nets, shaper, replay, False), donate_argnums=(0, 1)
+    )
     carry = dreamer.initial_carry(cfg, nets, 1)
     obs, _ = env.reset(seed=0)
     action = np.asarray(spec.action_space.sample()[None])

@@ -543,7 +543,9 @@ def reward_predictions(cfg, nets: Nets, params, data: Inputs, key):
     expects at each latent (DreamSmooth's diagnostic compares them with the true rewards)."""
     embed = nets.enc.apply({"params": params["enc"]}, data.obs)
     deter, stoch, _ = observe(cfg, nets, params["rssm"], embed, data.prev_action, data.first, key)
-    return twohot_mean(nets.rew.apply({"params": params["rew"]}, features(deter, stoch)), twohot_bins(cfg.bins))
+    return twohot_mean(
+        nets.rew.apply({"params": params["rew"]}, features(deter, stoch)), twohot_bins(cfg.bins)
+    )
 
 
 def update(cfg: Config, spec, nets: Nets, shaper: Shaper, state: State, batch: batch_lib.Sequences):
