@@ -9,12 +9,17 @@ Intrinsically-Motivated Reinforcement Learning") and HIRE's fusions, with PPO's 
 Task: DoorKey-16x16 on XLand-MiniGrid (``xminigrid:MiniGrid-DoorKey-16x16``; how it differs
 from MiniGrid's is in ``rl/jaxenvs.py``: a [7, 7, 2] view that walls do not occlude, 6
 actions, the same reward and 2,560-step limit). Settings of RLeXplore's benchmark (rllte's
-``reward`` branch, ``src/utils.py`` and its NeurIPS rebuttal's Table 3): PPO with 256 envs x
-32 steps, 4 epochs of minibatches of 1,024, lr 2.5e-4 annealed, clip 0.1, entropy 0.01,
-gamma 0.99, GAE 0.95, one value head (the intrinsic return episodic), the env reward x 100,
-and the baseline intrinsic settings: the bonus divided by the running std of its raw values
-(``normalize=std``) and weighted beta = 0.25, observations scaled to [0, 1], each module
-trained on each rollout for one epoch of minibatches of 256 (Adam 1e-3).
+``reward`` branch at b0057b3, ``src/utils.py``, ``rllte/common/prototype/base_reward.py``):
+PPO with 256 envs x 32 steps, 4 epochs of minibatches of 2,048 (``--batch_size 2048``; the
+NeurIPS rebuttal's Table 3 says 1,024: the code wins), lr 2.5e-4 annealed, clip 0.1 (also the
+value clip), entropy 0.01, gamma 0.99, GAE 0.95, one value head (the intrinsic return
+episodic), the env reward x 100, RLeXplore's MiniGrid network (``torso=rlexplore``: three 2x2
+convs on obs / 255, Dense 512 + ReLU, linear heads), and the baseline intrinsic settings: the
+bonus divided by the running std of its raw values, updated with each rollout before it is
+used (``normalize=std``), weighted beta = 0.25, each module trained on each rollout for one
+epoch of minibatches of 256 (Adam 1e-3). E3B embeds with the same MinigridEncoder (512
+features, its inverse head 1024 -> 512 -> actions); the other terms keep their defaults (not
+yet checked line by line against rllte).
 
 Their published DoorKey-16x16 scores (``assets/mgd.png`` of RLE-Foundation/RLeXplore, read
 off the bar chart, 10M steps; its caption says 10 seeds, the appendix 5, the scripts run 3):
@@ -40,8 +45,17 @@ BETA = "0.25"  # RLeXplore's intrinsic weight
 
 
 def _streams(terms) -> tuple[str, ...]:
-    # RND and NGU's RND on observations scaled to [0, 1], as RLeXplore's baseline (no obs RMS)
-    extra = {"rnd": ("shaper.streams.rnd.obs_norm=none",), "ngu": ("shaper.streams.ngu.rnd.obs_norm=none",)}
+    # RND and NGU's RND on observations scaled to [0, 1], as RLeXplore's baseline (no obs RMS);
+    # E3B's embedding is RLeXplore's MinigridEncoder (rllte rllte/xplore/reward/e3b.py)
+    extra = {
+        "rnd": ("shaper.streams.rnd.obs_norm=none",),
+        "ngu": ("shaper.streams.ngu.rnd.obs_norm=none",),
+        "e3b": (
+            "shaper.streams.e3b.torso=rlexplore",
+            "shaper.streams.e3b.features=512",
+            "shaper.streams.e3b.hidden=[512]",
+        ),
+    }
     return tuple(
         x
         for t in terms
@@ -72,7 +86,8 @@ ARMS = {
     },
 }
 RLEXPLORE_PPO = [
-    "--config", "ppo-minigrid", "num_envs=256", "num_steps=32", "num_minibatches=8", "update_epochs=4",
+    "--config", "ppo-minigrid", "num_envs=256", "num_steps=32", "num_minibatches=4", "update_epochs=4",
+    "torso=rlexplore", "hidden=[]",
     "lr=0.00025", "anneal_lr=true", "adam_eps=1e-5", "clip_coef=0.1", "ent_coef=0.01", "gamma=0.99",
     "gae_lambda=0.95", "shaper.extrinsic.weight=100",
 ]  # fmt: skip

@@ -140,12 +140,34 @@ def max_pool_2x2(x):
     return x.max(axis=(-4, -2))
 
 
-def encoder_for(obs_shape: Sequence[int], scale: bool = True) -> nn.Module | None:
+class MinigridEncoder(nn.Module):
+    """RLeXplore's MiniGrid torso (rllte ``rllte/xploit/encoder/minigrid_encoder.py``, the
+    agent's and E3B's): obs / 255, three 2x2 convs of 16, 32 and 64 channels with ReLU and no
+    pooling, flattened, then Dense(features) + ReLU."""
+
+    features: int = 512
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.astype(jnp.float32) / 255.0
+        for i, c in enumerate((16, 32, 64)):
+            x = nn.relu(MatmulConv(c, 2, name=f"Conv_{i}")(x))
+        return nn.relu(nn.Dense(self.features)(x.reshape(*x.shape[:-3], -1)))
+
+
+TORSOS = ("default", "rlexplore")
+
+
+def encoder_for(obs_shape: Sequence[int], scale: bool = True, torso: str = "default") -> nn.Module | None:
     """The torso for an observation: Nature CNN for frames (H, W >= 36; ``scale`` divides
-    uint8 pixels by 255), GridCNN for small integer grids, None for flat vectors (the MLP
-    reads them directly)."""
+    uint8 pixels by 255), GridCNN for small integer grids (``torso="rlexplore"``: RLeXplore's
+    ``MinigridEncoder``), None for flat vectors (the MLP reads them directly)."""
+    if torso not in TORSOS:
+        raise ValueError(f"unknown torso '{torso}'; torsos: {', '.join(TORSOS)}")
     if len(obs_shape) == 3:
-        return NatureCNN(scale=scale) if min(obs_shape[:2]) >= 36 else GridCNN()
+        if min(obs_shape[:2]) >= 36:
+            return NatureCNN(scale=scale)
+        return MinigridEncoder() if torso == "rlexplore" else GridCNN()
     if len(obs_shape) != 1:
         raise ValueError(f"no encoder for observations of shape {tuple(obs_shape)} (flat or HxWxC only)")
     return None

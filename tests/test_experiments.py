@@ -160,7 +160,8 @@ def test_a_reward_experiment_runs_end_to_end_at_smoke_budget(tmp_path):
 
 def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
     """Each arm's overrides, with the task's, make a valid PPO config with RLeXplore's
-    benchmark settings (checked against the values its rebuttal's Table 3 states)."""
+    benchmark settings (rllte's reward branch, src/utils.py: minibatches of 2,048; its
+    MiniGrid network; E3B's 512-feature MinigridEncoder)."""
     sys.path.insert(0, str(ROOT / "experiments"))
     import intrinsic
 
@@ -178,8 +179,9 @@ def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
             256,
             32,
             4,
-            1024,
+            2048,
         )
+        assert (cfg.torso, cfg.hidden) == ("rlexplore", ())
         assert (cfg.lr, cfg.clip_coef, cfg.ent_coef, cfg.gamma) == (2.5e-4, 0.1, 0.01, 0.99)
         assert cfg.shaper.extrinsic["weight"] == 100
         if name == "ppo":
@@ -188,6 +190,9 @@ def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
         assert cfg.shaper.intrinsic_weight == 0.25 and cfg.shaper.terms
         assert all(cfg.shaper.streams[t]["normalize"] == "std" for t in cfg.shaper.terms)
         assert (name.startswith("hire-") and len(cfg.shaper.terms) == 4) or cfg.shaper.terms == [name]
+        if name == "e3b":
+            e3b = cfg.shaper.streams["e3b"]
+            assert (e3b["torso"], e3b["features"], tuple(e3b["hidden"])) == ("rlexplore", 512, (512,))
     assert set(intrinsic.PUBLISHED) <= set(intrinsic.ARMS)
 
 

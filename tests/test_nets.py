@@ -51,3 +51,25 @@ def test_matmul_conv_and_max_pool_match_flax(shape, kernel, stride):
     g_ref = jax.jit(jax.grad(f_ref, (0, 1)))(params, x)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_rlexplores_minigrid_encoder_is_its_layers_on_obs_over_255():
+    """rllte's MinigridEncoder: 2x2 VALID convs 16-32-64 with ReLU on obs / 255, then Dense 512
+    + ReLU (fails if the scaling or a ReLU goes missing)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rl.nets import MinigridEncoder
+
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 11, (3, 7, 7, 2)), jnp.uint8)
+    enc = MinigridEncoder()
+    p = enc.init(jax.random.PRNGKey(0), x)["params"]
+    h = x.astype(jnp.float32) / 255.0
+    for i, c in enumerate((16, 32, 64)):
+        h = nn.relu(nn.Conv(c, (2, 2), padding="VALID").apply({"params": p[f"Conv_{i}"]}, h))
+    h = nn.relu(h.reshape(3, -1) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"][None])
+    out = enc.apply({"params": p}, x)
+    assert out.shape == (3, 512)
+    np.testing.assert_allclose(out, h, rtol=1e-4, atol=1e-6)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import flax.linen as nn
 import gymnasium as gym
@@ -84,6 +84,7 @@ class Config(Common):
     clip_obs: float = 10.0
     clip_reward: float = 10.0
     hidden: tuple[int, ...] = (64, 64)  # MLP widths (actor and critic; the head after a CNN torso)
+    torso: Literal["default", "rlexplore"] = "default"  # grids: GridCNN, or RLeXplore's MinigridEncoder(512)
     adam_eps: float = 1e-5  # CleanRL's; rl-starter-files (MiniGrid) uses 1e-8
     # a second value head for the Shaper's fused intrinsic reward (Burda et al. 2019, section 2.3):
     # its own discount, non-episodic returns (episode ends do not cut it), A = c_ext A_ext + c_int A_int
@@ -152,7 +153,7 @@ class ActorCritic(nn.Module):
 def network(cfg: Config, spec: envs.EnvSpec) -> ActorCritic:
     if not isinstance(spec.action_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise ValueError(f"PPO supports Box and Discrete actions; {spec.env_id} has {spec.action_space}")
-    encoder = encoder_for(spec.obs_shape)
+    encoder = encoder_for(spec.obs_shape, torso=cfg.torso)
     if encoder is not None and not spec.discrete:
         raise ValueError(
             f"PPO's image networks have Discrete heads only; {spec.env_id} has {spec.action_space}"

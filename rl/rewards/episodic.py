@@ -62,11 +62,12 @@ class _InverseDynamicsTerm:
     lr: float = 1e-3
     batch_size: int = 256
     epochs: int = 1
+    torso: str = "default"  # "rlexplore" (grids): RLeXplore's MinigridEncoder(features) is phi
 
     reads = frozenset({"obs", "action", "next_obs", "terminated", "truncated"})
 
     def net(self, obs_shape, action_dim: int) -> InverseDynamics:
-        return InverseDynamics(tuple(obs_shape), tuple(self.hidden), self.features, action_dim)
+        return InverseDynamics(tuple(obs_shape), tuple(self.hidden), self.features, action_dim, self.torso)
 
     def _init_params(self, key, spec):
         obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rl.nets import MLP, encoder_for
+from rl.nets import MLP, MinigridEncoder, encoder_for
 
 
 class Embedding(nn.Module):
@@ -26,10 +26,13 @@ class Embedding(nn.Module):
     hidden: tuple[int, ...]
     features: int
     scale: bool = True  # images: divide uint8 by 255 (False when the term normalizes them itself)
+    torso: str = "default"  # "rlexplore": grids embed as RLeXplore's MinigridEncoder(features)
 
     @nn.compact
     def __call__(self, obs):
-        encoder = encoder_for(self.obs_shape, self.scale)
+        if self.torso == "rlexplore" and len(self.obs_shape) == 3 and min(self.obs_shape[:2]) < 36:
+            return MinigridEncoder(self.features)(obs)  # its ReLU features are the embedding
+        encoder = encoder_for(self.obs_shape, self.scale, self.torso)
         x = encoder(obs) if encoder is not None else obs.astype(jnp.float32)
         return MLP(self.hidden, self.features, nn.relu)(x)
 
@@ -41,9 +44,10 @@ class InverseDynamics(nn.Module):
     hidden: tuple[int, ...]
     features: int
     action_dim: int
+    torso: str = "default"
 
     def setup(self):
-        self.encoder = Embedding(self.obs_shape, self.hidden, self.features)
+        self.encoder = Embedding(self.obs_shape, self.hidden, self.features, torso=self.torso)
         self.inverse = MLP(self.hidden, self.action_dim, nn.relu)
 
     def __call__(self, obs, next_obs):
