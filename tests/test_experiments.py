@@ -203,3 +203,33 @@ def test_the_intrinsic_experiment_runs_an_arm_at_smoke_budget(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     text = (tmp_path / "intrinsic-smoke" / "report.md").read_text()
     assert "| e3b | xminigrid:MiniGrid-DoorKey-16x16 | 1 |" in text and "0.98 (RLeXplore, 10M steps)" in text
+
+
+def test_the_dreamsmooth_arms_set_only_the_smoothing():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import dreamsmooth
+
+    from rl.agents import dreamer
+
+    built = {}
+    for name, arm in dreamsmooth.ARMS.items():
+        args = list(arm.overrides)
+        presets = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+        overrides = [
+            a for i, a in enumerate(args) if a != "--config" and (i == 0 or args[i - 1] != "--config")
+        ]
+        built[name] = config_lib.build(dreamer.Config, presets, config_lib.parse_overrides(overrides))
+    assert {n: c.shaper.smoothing for n, c in built.items()} == {
+        "none": "none", "gaussian": "gaussian", "uniform": "uniform", "ema": "ema"}  # fmt: skip
+    same = {n: {**vars(c), "shaper": None} for n, c in built.items()}
+    assert all(v == same["none"] for v in same.values())  # nothing else differs between arms
+    assert set(dreamsmooth.DREAMERV3) == set(dreamsmooth.TASKS)
+
+
+def test_the_dreamsmooth_experiment_runs_at_smoke_budget(tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments" / "dreamsmooth.py"), "--budget", "smoke", "--runs-dir",
+           str(tmp_path), "--arms", "none", "--tasks", "dmc:cartpole-swingup"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    text = (tmp_path / "dreamsmooth-smoke" / "report.md").read_text()
+    assert "| none | dmc:cartpole-swingup | 1 |" in text and "528 (DreamerV3 100k, +-36)" in text
