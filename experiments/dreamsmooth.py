@@ -15,7 +15,7 @@ config.yaml), state observations, action repeat 1 (DreamerV3's dmc_proprio setti
 References (danijar/dreamerv3 ``scores/dmc_proprio-dreamerv3.json.gz``, 5 seeds, mean +- std
 at 100k env steps): cartpole-swingup 528 +- 36, walker-walk 475 +- 157, cheetah-run 283 +- 83,
 cartpole-swingup_sparse 25 +- 22 (178 +- 168 at 200k). DreamerV3 ran its size1m model at a
-train ratio of 1024 for these; ``dreamer-xs`` is smaller and trains at 256, so equal env steps
+train ratio of 1024 for these; ``dreamer-xs`` is smaller and trains at 128, so equal env steps
 is the comparison, not equal compute. The paper itself reports smoothing gains (up to 3x task
 completion) on RoboDesk, ShadowHand and Earthmoving, which do not run here (RoboDesk at about
 1 step/s, Earthmoving proprietary), and that smoothing hurts on Crafter except with EMA.
