@@ -100,10 +100,12 @@ class Sequences(_Batch):
     axes = 2
 
     def episode_starts(self) -> jax.Array:
-        """[B, T] true where a step begins a new episode inside its row (after a done). The
-        first step of a row is not marked: whether it starts an episode is the carry's call."""
-        done = self.terminated | self.truncated
-        return jnp.concatenate([jnp.zeros_like(done[:, :1]), done[:, :-1]], axis=1)
+        """[B, T] true where a step begins a new episode inside its row: after a done, and
+        after a masked step (a replay chunk's episode-final slot, whose successor is the next
+        episode's first observation). The first step of a row is not marked: whether it starts
+        an episode is the carry's call."""
+        cut = self.terminated | self.truncated | ~self.mask
+        return jnp.concatenate([jnp.zeros_like(cut[:, :1]), cut[:, :-1]], axis=1)
 
 
 def transitions(obs, action, reward, next_obs, terminated, truncated, mask=None, **extras) -> Transitions:

@@ -353,3 +353,18 @@ def test_sigkill_then_resume_with_one_compile_per_step_program(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 120
     assert rows[-2]["perf/updates"] == 120 - 64 + 1 and "loss/rec" in rows[-2]
     assert np.isfinite(json.loads((run / "summary.json").read_text())["eval/episode_return"])
+
+
+def test_chunk_episode_starts_fall_on_each_episodes_first_observation():
+    """Episodic terms (E3B, NGU) on Dreamer's chunks: the step after an episode's final slot
+    starts the next episode (its obs is the first observation), so no memory carries over."""
+    spec, replay, rs = _hand_made_replay()
+    batch = replay.sample_chunks(rs, jax.random.PRNGKey(0), 64, 6)
+    starts = np.asarray(batch.episode_starts())
+    for b in range(64):
+        for k in range(1, 6):
+            v = int(batch.obs[b, k, 0])
+            if v in (100, 200):  # first observations of episodes B and C
+                assert starts[b, k], (b, k, v)
+            elif bool(batch.mask[b, k]) and v not in (3, 102):
+                assert not starts[b, k], (b, k, v)
