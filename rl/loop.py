@@ -143,6 +143,30 @@ class Lifecycle:
         return self.run.finish({"steps": step, **final})
 
 
+def replay_transition(obs, action, reward, terminated, truncated, info, annotator=None) -> dict:
+    """One vector-env step as ``Replay.add``'s arguments (the off-policy agents' loop body):
+    the final observation of an ended episode is ``info["next_obs"]``; annotated fields hold
+    their pending values until the episode ends."""
+    return dict(
+        obs=obs,
+        action=action,
+        reward=reward,
+        terminated=terminated,
+        truncated=truncated,
+        next_obs=info["next_obs"],
+        extras=annotator.pending({"reward": reward, "obs": obs}) if annotator else None,
+    )
+
+
+def write_annotations(replay, rstate, annotator, obs, reward, done):
+    """Record a step with the episode annotator and write the fields of the episodes it ended
+    (DreamSmooth's smoothed rewards) into the replay; the replay state unchanged without one."""
+    for e, fields in annotator.step(obs, reward, done) if annotator else ():
+        for name, values in fields.items():
+            rstate = replay.write_episode(rstate, name, e, values)
+    return rstate
+
+
 def check_resumed_shaper(ckpt, shaper) -> None:
     """Refuse to resume from checkpoint ``ckpt`` with a Shaper other than the one it trained
     with (a Shaper built in code is not in config.yaml, so ``rl resume`` would rebuild another

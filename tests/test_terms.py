@@ -530,6 +530,7 @@ def batch_lib_extrinsic():
 
 
 def test_dreamsmooth_replay_field_holds_each_finished_episode_smoothed():
+    from rl.loop import replay_transition, write_annotations
     from rl.replay import Replay
     from rl.rewards import DreamSmooth
     from rl.rewards.annotate import EpisodeAnnotator
@@ -542,14 +543,14 @@ def test_dreamsmooth_replay_field_holds_each_finished_episode_smoothed():
     rng = np.random.default_rng(0)
     lengths, t = [[7, 4, 9, 3, 6, 5, 8, 2, 7, 6], [5, 6, 3, 8, 4, 9, 2, 7, 5, 6]], [0, 0]
     episode_index = [0, 0]
-    for _ in range(45):
+    for _ in range(45):  # the off-policy agents' loop body (rl.loop)
         reward = rng.normal(size=2).astype(np.float32)
         done = np.array([t[e] + 1 == lengths[e][episode_index[e]] for e in range(2)])
         zeros = np.zeros((2, 3), np.float32)
-        state = replay.add(state, zeros, np.zeros((2, 1), np.float32), reward, done, np.zeros(2, bool), zeros,
-                           extras=annotator.pending({"reward": reward, "obs": zeros}))  # fmt: skip
-        for e, fields in annotator.step(zeros, reward, done):
-            state = replay.write_episode(state, "smoothed_reward", e, fields["smoothed_reward"])
+        step = replay_transition(zeros, np.zeros((2, 1), np.float32), reward, done, np.zeros(2, bool),
+                                 {"next_obs": zeros}, annotator)  # fmt: skip
+        state = replay.add(state, **step)
+        state = write_annotations(replay, state, annotator, zeros, reward, done)
         for e in range(2):
             t[e] = 0 if done[e] else t[e] + 1
             episode_index[e] += int(done[e])

@@ -50,7 +50,15 @@ from rl import batch as batch_lib
 from rl import checkpoint, envs
 from rl import config as config_lib
 from rl.evaluation import run_episodes
-from rl.loop import Common, Lifecycle, check_cadence, check_resumed_shaper, update_cadence
+from rl.loop import (
+    Common,
+    Lifecycle,
+    check_cadence,
+    check_resumed_shaper,
+    replay_transition,
+    update_cadence,
+    write_annotations,
+)
 from rl.models.rssm import (
     RSSM,
     Block,
@@ -682,23 +690,13 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     try:
         while step < cfg.total_steps:
             next_obs, reward, terminated, truncated, info = env.step(action)
-            transition = dict(
-                obs=obs,
-                action=action,
-                reward=reward,
-                terminated=terminated,
-                truncated=truncated,
-                next_obs=info["next_obs"],
-                extras=annotator.pending({"reward": reward, "obs": obs}) if annotator else None,
-            )
+            transition = replay_transition(obs, action, reward, terminated, truncated, info, annotator)
             learn = step + cfg.num_envs >= cfg.learning_starts and (step // cfg.num_envs + 1) % every == 0
             state, rstate, carry, action, out = (learn_fn if learn else collect_fn)(
                 state, rstate, carry, transition, next_obs
             )
             action = np.asarray(action)
-            for e, fields in annotator.step(obs, reward, terminated | truncated) if annotator else ():
-                for name, values in fields.items():
-                    rstate = replay.write_episode(rstate, name, e, values)
+            rstate = write_annotations(replay, rstate, annotator, obs, reward, terminated | truncated)
             life.add(out)
             obs = next_obs
             step += cfg.num_envs
