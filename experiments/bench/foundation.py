@@ -157,7 +157,7 @@ def main():
     print(table("Env steps/s (random actions, synchronous vector env)", ["env", "1 env", "4 envs"], rows))
 
     rows = []
-    for size in (64, 84):
+    for size in (64,) if args.quick else (64, 84):
         for name, make in (("gym HalfCheetah-v5", gym_render), ("dmc cheetah-run", dmc_render)):
             fast, slow = (
                 render_fps(make(size, True), frames),
@@ -175,11 +175,12 @@ def main():
 
     rows = []
     calls = 50 if args.quick else 5000
-    for label, shape, dtype, E, cap in (
+    buffers = (
         ("state 17-d, 1 env", (17,), "float32", 1, 1_000_000),
         ("state 17-d, 8 envs", (17,), "float32", 8, 1_000_000),
         ("pixels 64x64x3, 1 env", (64, 64, 3), "uint8", 1, 100_000),
-    ):
+    )
+    for label, shape, dtype, E, cap in buffers[::2] if args.quick else buffers:  # quick: 1 env ones
         cap = cap // 100 if args.quick else cap
         r = replay_rates(shape, dtype, E, cap, calls)
         rows.append(
