@@ -65,7 +65,6 @@ from rl.models.rssm import (
     Decoder,
     Encoder,
     Head,
-    categorical_entropy,
     features,
     kl_losses,
     lambda_return,
@@ -75,7 +74,7 @@ from rl.models.rssm import (
     twohot_mean,
     winit,
 )
-from rl.nets import action_bounds, from_env, to_env
+from rl.nets import action_bounds, categorical_entropy, from_env, gaussian_entropy, gaussian_logp, to_env
 from rl.replay import Replay
 from rl.rewards import Shaper, from_config
 from rl.rewards.annotate import EpisodeAnnotator
@@ -229,8 +228,7 @@ def policy_logp_entropy(nets: Nets, out, action):
     if nets.discrete:
         return (jax.nn.log_softmax(out, -1) * action).sum(-1), categorical_entropy(out)
     mean, std = out
-    logp = -0.5 * (((action - mean) / std) ** 2 + 2 * jnp.log(std) + jnp.log(2 * jnp.pi))
-    return logp.sum(-1), (0.5 * jnp.log(2 * jnp.pi * jnp.e * std**2)).sum(-1)
+    return gaussian_logp(action, mean, jnp.log(std)), gaussian_entropy(jnp.log(std))
 
 
 def to_model_action(nets: Nets, spec, action):
@@ -356,9 +354,9 @@ def initial_carry(cfg: Config, nets: Nets, n: int) -> dict:
 
 
 def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
-    """The host-side loop state a checkpoint keeps: the envs' observations and the policy carry."""
-    carry = jax.tree.map(np.asarray, initial_carry(cfg, networks(cfg, spec), spec.num_envs))
-    return {"obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype), "carry": carry}
+    """The host-side loop state a checkpoint keeps: the envs' current observations (a resumed
+    run ends their open episodes with them; the policy's latent starts afresh with the new ones)."""
+    return {"obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype)}
 
 
 # -- acting ----------------------------------------------------------------------------------
@@ -672,11 +670,10 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     described = {"shaper": shaper.describe()}
 
     def save():
-        loop = {"obs": obs, "carry": jax.tree.map(np.asarray, carry)}
-        return run.save_checkpoint(step, state, replay, rstate, loop=loop, **described)
+        return run.save_checkpoint(step, state, replay, rstate, loop={"obs": obs}, **described)
 
     def save_failed():
-        return run.save_failed(step, state, loop={"obs": obs, "carry": jax.tree.map(np.asarray, carry)})
+        return run.save_failed(step, state, loop={"obs": obs})
 
     life = Lifecycle(
         cfg,
@@ -714,7 +711,7 @@ def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=Non
     latent state reset at each episode's start."""
     spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
     nets = networks(cfg, spec)
-    step_fn = _eval_step(cfg, spec, nets)
+    step_fn = jax.jit(partial(policy_step, cfg, spec, nets, deterministic=True))
     box = {"carry": initial_carry(cfg, nets, 1), "key": jax.random.PRNGKey(cfg.seed + 1)}
 
     def policy(obs):
@@ -726,7 +723,3 @@ def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=Non
         box["carry"] = {**box["carry"], "first": jnp.ones((1,), bool)}
 
     return run_episodes(cfg, policy, episodes, video_path, on_episode_end=reset)
-
-
-def _eval_step(cfg, spec, nets):
-    return jax.jit(partial(policy_step, cfg, spec, nets, deterministic=True))

@@ -94,11 +94,6 @@ def categorical_kl(p_logits, q_logits):
     return (jnp.exp(logp) * (logp - logq)).sum(-1)
 
 
-def categorical_entropy(logits):
-    logp = jax.nn.log_softmax(logits, -1)
-    return -(jnp.exp(logp) * logp).sum(-1)
-
-
 def kl_losses(post_logits, prior_logits, free_nats: float = 1.0):
     """(dynamics, representation) losses of DreamerV3 eq. 5, each summed over the S latents
     and clipped below at ``free_nats``: dyn = max(1, KL(sg(post) || prior)) trains the prior,
@@ -249,9 +244,6 @@ class RSSM(nn.Module):
 
     def posterior(self, deter, embed):
         return self._logits(self.post_net(jnp.concatenate([deter, embed], -1)), self.post_out)
-
-    def initial(self, batch: int):
-        return jnp.zeros((batch, self.deter)), jnp.zeros((batch, self.stoch, self.classes))
 
     def obs_step(self, carry, embed, prev_action, first, key):
         """One posterior step: the carry and previous action are reset where ``first``."""
