@@ -17,7 +17,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from rl import agents, checkpoint  # noqa: I001
+from rl import agents  # noqa: I001
 from rl import config as config_lib
 
 
@@ -53,21 +53,7 @@ def _resume(args) -> None:
 
 def _eval(args) -> None:
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    data = config_lib.load_yaml(run_dir / "config.yaml")
-    module = agents.get(data.pop("agent"))
-    cfg = config_lib.build(module.Config, overrides=data)
-    ckpt = checkpoint.latest(run_dir / "checkpoints")
-    if ckpt is None:
-        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
-    from rl import envs
-
-    spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # the state's structure
-    import jax
-
-    template = module.init(cfg, spec, jax.random.PRNGKey(cfg.seed)), module.init_loop(cfg, spec)
-    state, loop = checkpoint.load(ckpt, *template)[:2]
+    module, cfg, state, loop, ckpt = agents.restore(run_dir)
     video = run_dir / "videos" / f"eval-{ckpt.name}.mp4" if args.video else None
     result = module.evaluate(cfg, state, args.episodes, video_path=video, loop=loop)
     result = {"checkpoint": ckpt.name, "episodes": args.episodes, **result}

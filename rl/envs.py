@@ -17,6 +17,7 @@ Finished episodes are listed in ``info["episodes"]`` with their raw (unclipped) 
 from __future__ import annotations
 
 import ctypes.util
+import dataclasses
 import difflib
 import os
 from collections.abc import Callable
@@ -50,6 +51,9 @@ class EnvSpec:
     action_space: gym.Space  # the space of one env's action
     reward_shape: tuple[int, ...]  # () for a scalar reward, (k,) for k objectives
     max_episode_steps: int | None
+    # shapes of the fields an agent adds to its batches beyond the env's (a world model's
+    # latents, ``rl.rewards.latent``): terms that read them size their networks from here
+    fields: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def discrete(self) -> bool:
@@ -242,12 +246,24 @@ class DMCEnv(gym.Env):
 
     The suite ends every episode by its time limit (truncated); a zero discount at the last
     step means a true terminal state (terminated).
+
+    ``events`` (levels in (0, 1]) replaces the task's reward by one-step events, Crafter's
+    achievement unlocks in a DMC task: reward 1 at the step where the task's per-step reward
+    first reaches a level in the episode, 0 otherwise (each level fires at most once per
+    episode; ``last_events`` holds the levels' indices fired by the last step). DMC's own
+    sparse rewards last while the goal holds; these do not, which is the case DreamSmooth's
+    claim is about. The ids ``<domain>-<task>_events`` are these with ``EVENT_LEVELS``.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, domain, task, action_repeat=1, pixels=False, size=64, camera=0, render=False):
+    def __init__(
+        self, domain, task, action_repeat=1, pixels=False, size=64, camera=0, render=False, events=()
+    ):
         self._domain, self._task = domain, task
+        self._events, self._reached, self.last_events = tuple(float(x) for x in events), set(), []
+        if any(not 0 < x <= 1 for x in self._events):
+            raise ValueError(f"dmc events are levels of the per-step reward in (0, 1], got {list(events)}")
         self._repeat, self._pixels, self._size, self._camera = action_repeat, pixels, size, camera
         self.render_mode = "rgb_array" if (render or pixels) else None
         self._renderer = None
@@ -280,13 +296,24 @@ class DMCEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:  # the suite seeds a task when it is loaded
             self._env = self._load(seed)
+        self._reached, self.last_events = set(), []
         return self._obs(self._env.reset()), {}
 
+    def _fired(self, reward: float) -> list[int]:
+        new = [i for i, level in enumerate(self._events) if i not in self._reached and reward >= level]
+        self._reached.update(new)
+        return new
+
     def step(self, action):
-        reward = 0.0
+        reward, self.last_events = 0.0, []
         for _ in range(self._repeat):
             time_step = self._env.step(action)
-            reward += time_step.reward or 0.0
+            if self._events:
+                fired = self._fired(time_step.reward or 0.0)
+                self.last_events += fired
+                reward += len(fired)
+            else:
+                reward += time_step.reward or 0.0
             if time_step.last():
                 break
         terminated = time_step.last() and time_step.discount == 0.0
@@ -310,16 +337,24 @@ class DMCEnv(gym.Env):
             self._renderer = None
 
 
+EVENT_LEVELS = (0.25, 0.5, 0.75, 0.95)  # the ``_events`` ids' levels of the per-step reward
+EVENT_TASKS = ("cartpole-balance", "cartpole-swingup", "reacher-easy", "walker-walk", "cheetah-run")
+
+
 def _dmc_ids() -> list[str]:
     from dm_control import suite
 
-    return sorted(f"{d}-{t}" for d, t in suite.ALL_TASKS)
+    return sorted([f"{d}-{t}" for d, t in suite.ALL_TASKS] + [f"{t}_events" for t in EVENT_TASKS])
 
 
 def _build_dmc(name: str, options: dict):
     o = _check_options(
-        "dmc", options, {"action_repeat": 1, "pixels": False, "size": 64, "camera": 0, "render": False}
+        "dmc",
+        options,
+        {"action_repeat": 1, "pixels": False, "size": 64, "camera": 0, "render": False, "events": ()},
     )
+    if name.endswith("_events"):
+        name, o["events"] = name[: -len("_events")], o["events"] or EVENT_LEVELS
     domain, task = name.split("-", 1)
 
     def thunk():
@@ -566,7 +601,7 @@ def make(env_id: str, num_envs: int = 1, seed: int = 0, **options) -> tuple[VecE
 
     Options by namespace (unknown ones fail here, before any work):
       gym:      pixels, size (square render size), render, max_episode_steps, plus env kwargs
-      dmc:      action_repeat, pixels, size, camera, render
+      dmc:      action_repeat, pixels, size, camera, render, events (levels: one-step event rewards)
       atari:    episodic_life, fire_reset, clip_rewards, sticky_actions, noop_max, frame_stack, size,
                 full_action_space, render
       mo:       max_episode_steps, render

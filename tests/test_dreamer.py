@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import jax
@@ -21,8 +22,6 @@ from rl import envs
 from rl.agents import dreamer
 from rl.models import rssm
 from rl.replay import Replay
-from rl.rewards import from_config
-from rl.rewards.config import ShaperConfig
 
 TINY = {
     "deter": 16, "hidden": 16, "stoch": 4, "classes": 4, "blocks": 2, "units": 16, "layers": 1,
@@ -195,12 +194,14 @@ def test_each_latent_predicts_the_reward_of_the_transition_into_it():
 
 @pytest.fixture(scope="module")
 def compiled():
-    """One compiled update on Pendulum-sized chunks [4, 8], its Shaper the smoothed env reward
-    (``shaper.smoothing=gaussian``), shared by the tests below (a compile takes seconds)."""
-    cfg = _cfg(lr=3e-3)
+    """One compiled update on Pendulum-sized chunks [4, 8], its Shaper from config: the
+    smoothed env reward (``shaper.smoothing=gaussian``) and Plan2Explore's latent disagreement,
+    shared by the tests below (a compile takes seconds)."""
+    p2e = {"terms": ["plan2explore"], "streams": {"plan2explore": {"hidden": [16], "members": 3}}}
+    cfg = _cfg(lr=3e-3, shaper={"smoothing": "gaussian", **p2e})
     spec = envs.make_spec(cfg.env, 1, 0)
     nets = dreamer.networks(cfg, spec)
-    shaper = dreamer.build_shaper(cfg, from_config(ShaperConfig(smoothing="gaussian")))
+    shaper = dreamer.build_shaper(cfg)
     assert shaper.streams[0].term.reads == {"smoothed_reward"}
     step = jax.jit(lambda s, b: dreamer.update(cfg, spec, nets, shaper, s, b))
     return cfg, spec, nets, shaper, step
@@ -357,6 +358,12 @@ def test_sigkill_then_resume_with_one_compile_per_step_program(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 120
     assert rows[-2]["perf/updates"] == 120 - 64 + 1 and "loss/rec" in rows[-2]
     assert np.isfinite(json.loads((run / "summary.json").read_text())["eval/episode_return"])
+    # DreamSmooth's diagnostic reads the checkpoint: held-out episodes and the reward head's plot
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    import dreamsmooth
+
+    rows = dreamsmooth.diagnose([run], episodes=1)
+    assert rows["k"]["events"] == {} and (run / "rewards.png").stat().st_size > 0  # Pendulum: no events
 
 
 def test_chunk_episode_starts_fall_on_each_episodes_first_observation():
@@ -372,3 +379,137 @@ def test_chunk_episode_starts_fall_on_each_episodes_first_observation():
                 assert starts[b, k], (b, k, v)
             elif bool(batch.mask[b, k]) and v not in (3, 102):
                 assert not starts[b, k], (b, k, v)
+
+
+# -- Plan2Explore: latent disagreement ---------------------------------------------------------
+
+
+def _latent_batch(rng, B=3, T=5, F=12, A=2, S=8, mask=None):
+    return dreamer.latent_sequences(
+        jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32),
+        jnp.asarray(rng.normal(size=(B, T, A)), jnp.float32),
+        jnp.ones((B, T), bool) if mask is None else mask,
+        jnp.zeros((B, T), bool),
+        next_stoch=jnp.asarray(rng.integers(0, 2, (B, T, S)), jnp.float32),
+    )
+
+
+def _latent_spec(F=12, A=2, S=8):
+    spec = envs.make_spec("gym:Pendulum-v1", 1, 0)
+    import dataclasses
+
+    return dataclasses.replace(spec, fields={"latent": (F,), "latent_action": (A,), "next_stoch": (S,)})
+
+
+def test_plan2explore_is_the_members_std_and_novel_latents_score_higher():
+    """The bonus against each member applied on its own (numpy std over members, mean over
+    units: the reference's ``preds.std(0).mean(-1)``); masked samples train nothing; after
+    training on one batch its latents score below unseen ones."""
+    from rl.rewards.latent import LatentDisagreement, Member
+
+    term = LatentDisagreement(members=3, hidden=(16,), lr=3e-3)
+    state = term.init(jax.random.PRNGKey(0), _latent_spec())
+    seen = _latent_batch(np.random.default_rng(0))
+    r = np.asarray(jax.jit(term.reward)(state, seen))
+    x = np.concatenate([np.asarray(seen.extras["latent"]), np.asarray(seen.extras["latent_action"])], -1)
+    preds = np.stack([
+        np.asarray(Member((16,), 8).apply({"params": jax.tree.map(lambda p, k=k: p[k], state.params)}, x))
+        for k in range(3)
+    ])  # fmt: skip
+    np.testing.assert_allclose(r, preds.std(0).mean(-1), rtol=1e-5, atol=1e-6)
+    update = jax.jit(term.update)
+    masked, _ = update(state, seen.replace(mask=jnp.zeros((3, 5), bool)), jax.random.PRNGKey(1))
+    assert all(
+        bool((a == b).all()) for a, b in zip(jax.tree.leaves(masked.params), jax.tree.leaves(state.params))
+    )
+    for i in range(150):
+        state, m = update(state, seen, jax.random.PRNGKey(i))
+    novel = _latent_batch(np.random.default_rng(1))
+    assert float(term.reward(state, seen).mean()) < 0.5 * float(term.reward(state, novel).mean())
+
+
+def test_plan2explore_needs_a_world_model_and_is_refused_elsewhere(tmp_path):
+    from rl.agents import ppo
+
+    cfg = config_lib.build(
+        ppo.Config,
+        overrides={
+            "env": "gym:CartPole-v1",
+            "runs_dir": str(tmp_path),
+            "shaper": {"terms": ["plan2explore"]},
+        },
+    )
+    with pytest.raises(ValueError, match="reads \\['latent', 'latent_action', 'next_stoch'\\].*world model"):
+        ppo.train(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+def test_replayed_latents_pair_each_state_with_the_action_taken_from_it():
+    """On the hand-made replay: the transition into latent k reads latent k - 1 (whose
+    observation the action was taken from) and z_k; the step into an episode's first latent
+    is masked. Fails if the latent were feature k (the successor) or the mask ignored firsts."""
+    spec, replay, rs = _hand_made_replay()
+    cfg = _cfg()
+    nets = dreamer.networks(cfg, spec)
+    batch = replay.sample_chunks(rs, jax.random.PRNGKey(0), 64, 5)
+    data = dreamer.model_inputs(nets, spec, batch, batch.reward)
+    value = data.obs[..., 0]  # stand-in latents that say which observation they encode
+    deter = jnp.broadcast_to(value[..., None], (*value.shape, cfg.deter))
+    stoch = jnp.broadcast_to(value[..., None, None], (*value.shape, cfg.stoch, cfg.classes))
+    lat = dreamer.replayed_latents(data, deter, stoch)
+    assert lat.lead == (64, 4)
+    np.testing.assert_array_equal(lat.mask, ~data.first[:, 1:])
+    m = np.asarray(lat.mask)
+    v_from, v_to = np.asarray(value[:, :-1]), np.asarray(value[:, 1:])
+    np.testing.assert_array_equal(np.asarray(lat.extras["latent"])[..., 0][m], v_from[m])
+    np.testing.assert_array_equal(np.asarray(lat.extras["next_stoch"])[..., 0][m], v_to[m])
+    np.testing.assert_array_equal(np.asarray(lat.extras["latent_action"]).argmax(-1)[m], v_from[m])
+    assert (v_to[m] == v_from[m] + 1).all() and (~m).any()
+
+
+def test_the_latent_bonus_of_step_i_is_added_where_the_reward_head_predicts_step_i():
+    """``imagined_bonus`` with a fixed latent term (bonus = latent[..., 0]) puts the bonus of
+    the step from feature i at index i + 1, weighted; the imagined returns grow by it."""
+    from rl.rewards import Shaper, Stream
+    from rl.rewards.term import Fixed
+
+    class First(Fixed):
+        reads = frozenset({"latent"})
+
+        def reward(self, state, batch):
+            return batch.get("latent")[..., 0]
+
+    explore = Shaper((Stream("first", First(), weight=0.5),))
+    rng = np.random.default_rng(0)
+    feats, actions = jnp.asarray(rng.normal(size=(4, 6, 5)), jnp.float32), jnp.zeros((4, 6, 2))
+    bonus = dreamer.imagined_bonus(explore, explore.init(jax.random.PRNGKey(0), None), feats, actions, 0)
+    np.testing.assert_allclose(bonus[:, 0], 0.0)
+    np.testing.assert_allclose(bonus[:, 1:], 0.5 * feats[:, :-1, 0], rtol=1e-6)
+    cfg = _cfg()
+    spec = envs.make_spec("gym:CartPole-v1", 1, 0)
+    nets = dreamer.networks(cfg, spec)
+    state = dreamer.init(cfg, spec, jax.random.PRNGKey(0))
+    feats = jnp.zeros((4, cfg.imag_length + 1, cfg.deter + cfg.stoch * cfg.classes))
+    actions = jax.nn.one_hot(jnp.zeros((4, cfg.imag_length + 1), int), 2)
+    losses = jax.jit(lambda b: dreamer.actor_critic_losses(
+        cfg, nets, state.params, state.slow_critic, state.retnorm, feats, actions, rssm.twohot_bins(cfg.bins), b))  # fmt: skip
+    plain, more = losses(None)[2], losses(jnp.ones((4, cfg.imag_length + 1)))[2]
+    assert float((more - plain).min()) > 0.9  # at least the next step's bonus of 1
+
+
+def test_dreamer_trains_plan2explore_from_config_and_its_bonus_reaches_imagination(compiled):
+    cfg, spec, nets, shaper, step = compiled
+    real, explore = dreamer.split_shaper(shaper)
+    assert [s.name for s in real.streams] == ["extrinsic"] and [s.name for s in explore.streams] == [
+        "plan2explore"
+    ]
+    assert explore.streams[0].weight(0) == 0.1  # the reference's expl_rewards.disag
+    state = dreamer.init(cfg, spec, jax.random.PRNGKey(0), shaper)
+    rng = np.random.default_rng(0)
+    reward = rng.normal(size=(4, 8)).astype(np.float32)
+    new, m = step(state, _chunks(rng, reward, reward))
+    assert float(m["dreamer/imag_bonus"]) > 0 and np.isfinite(float(m["reward/plan2explore"]))
+    assert float(m["reward/extrinsic"]) == pytest.approx(reward.mean(), rel=1e-5)  # the head's target
+    assert "reward/plan2explore/loss" in m
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.explore.terms, state.explore.terms)
+    assert max(jax.tree.leaves(moved)) > 0  # the ensemble trained on the posterior latents

@@ -73,6 +73,22 @@ def test_dmc_time_limit_is_truncation_with_action_repeat():
     assert truncated[0] and not terminated[0] and info["episodes"][0]["length"] == 125
 
 
+def test_dmc_event_rewards_fire_each_level_once_per_episode():
+    """cartpole-balance starts upright (per-step reward near 1): every level fires at the
+    episode's first step and never again until the next episode's first step."""
+    env, _ = envs.make("dmc:cartpole-balance_events", num_envs=1, seed=0, action_repeat=8)
+    env.reset()
+    rewards, fired = [], []
+    for _ in range(126):  # one episode of 125 steps, and the next one's first
+        _, reward, _, _, _ = env.step(np.zeros((1, 1), np.float32))
+        rewards.append(float(reward[0]))
+        fired.append(env.envs[0].unwrapped.last_events)
+    assert rewards[0] == 4.0 and fired[0] == [0, 1, 2, 3] and rewards[125] == 4.0
+    assert sum(rewards[1:125]) == 0.0 and not any(fired[1:125])
+    with pytest.raises(ValueError, match="levels of the per-step reward"):
+        envs.make("dmc:cartpole-swingup", events=[0.5, 2.0])
+
+
 def test_episode_return_is_raw_with_clipping_and_episodic_life():
     env, spec = envs.make("atari:Breakout", seed=1, clip_rewards=True, episodic_life=True)
     env.reset()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rl import config as config_lib
@@ -20,37 +21,41 @@ def rl(*args, cwd):
     return subprocess.run([sys.executable, "-m", "rl.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
-def test_baselines_smoke_budget_runs_every_task_and_reports(tmp_path):
-    script = [sys.executable, str(ROOT / "experiments" / "baselines.py"), "--budget", "smoke"]
-    out = subprocess.run(
-        [*script, "--runs-dir", str(tmp_path), "--tasks", TASKS], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    root = tmp_path / "baselines-smoke"
-    runs = report_lib.find_runs(root)
-    assert len(runs) == 3  # SAC and PPO on Hopper, PPO on Pong
-    assert all(r["finished"] for r in runs)
-    md = (root / "report.md").read_text()
+def test_baselines_arms_build_for_every_task_and_report_beside_cleanrl(tmp_path):
+    """Every arm x task x budget of the baselines grid is a valid config of its agent, and its
+    report puts CleanRL's numbers beside the runs (the grid's launch and report run end to end
+    in ``test_a_reward_experiment_runs_end_to_end_at_smoke_budget``)."""
+    from rl import agents
+
+    module = _load("baselines.py")
+    for arm, tasks in module.ARMS.items():
+        agent = agents.get(arm)
+        for task in tasks:
+            for budget in module.BUDGETS:
+                args = module.overrides_for(arm, task, 2048, budget)
+                presets = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+                rest = [
+                    a for i, a in enumerate(args) if a != "--config" and (i == 0 or args[i - 1] != "--config")
+                ]
+                cfg = config_lib.build(agent.Config, presets, [*rest, f"env={task}"])
+                assert cfg.total_steps == 2048 and cfg.env == task
+                if task.startswith("atari:"):
+                    assert cfg.num_envs == (2 if budget == "smoke" else 8), (task, budget)
+    _fake_run(tmp_path, "sac__gym-Hopper-v5__s0", "gym:Hopper-v5", 1000.0, agent="sac")
+    _fake_run(tmp_path, "ppo__atari-Pong__s0", "atari:Pong", -20.0)
+    md = report_lib.report(tmp_path, tmp_path, references=module.REFERENCES, title="t").read_text()
     assert "| sac | gym:Hopper-v5 | 1 |" in md and "2,310 (CleanRL" in md
     assert "| ppo | atari:Pong | 1 |" in md
-    assert (root / "curves.png").stat().st_size > 0
-    # a rerun launches nothing new and reports the same runs
-    again = subprocess.run(
-        [*script, "--runs-dir", str(tmp_path), "--tasks", TASKS, "--report-only"],
-        capture_output=True,
-        text=True,
-    )
-    assert again.returncode == 0 and len(report_lib.find_runs(root)) == len(runs)
 
 
 def test_train_eval_report_end_to_end(tmp_path):
-    for seed in (0, 1):
-        out = rl(
-            "train", "ppo", "--config", "ppo-cartpole", "total_steps=2048", "eval_episodes=2",
-            f"seed={seed}", f"run_name=cp{seed}", "runs_dir=runs", cwd=tmp_path,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert "done: eval/episode_return" in out.stdout
+    out = rl(
+        "train", "ppo", "--config", "ppo-cartpole", "total_steps=2048", "eval_episodes=2",
+        "seed=0", "run_name=cp0", "runs_dir=runs", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "done: eval/episode_return" in out.stdout
+    _fake_run(tmp_path / "runs" / "quickstart", "cp1", "gym:CartPole-v1", 100.0)  # a second seed
     run = tmp_path / "runs" / "quickstart" / "cp0"
     out = rl("eval", str(run), "--episodes", "3", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -156,6 +161,11 @@ def test_a_reward_experiment_runs_end_to_end_at_smoke_budget(tmp_path):
     ]
     assert any(all(f"reward/{t}_norm" in m for t in ("icm", "rnd", "ngu", "e3b")) for m in metrics)
     assert "| max | minigrid:MiniGrid-DoorKey-8x8-v0 | 1 |" in (root / "report.md").read_text()
+    # a rerun finds the finished run and launches nothing new
+    written = (root / "max__minigrid-MiniGrid-DoorKey-8x8-v0__s0" / "metrics.jsonl").read_bytes()
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0 and len(report_lib.find_runs(root)) == 1
+    assert (root / "max__minigrid-MiniGrid-DoorKey-8x8-v0__s0" / "metrics.jsonl").read_bytes() == written
 
 
 def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
@@ -196,13 +206,18 @@ def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
     assert set(intrinsic.PUBLISHED) <= set(intrinsic.ARMS)
 
 
-def test_the_intrinsic_experiment_runs_an_arm_at_smoke_budget(tmp_path):
-    cmd = [sys.executable, str(ROOT / "experiments" / "intrinsic.py"), "--budget", "smoke", "--runs-dir",
-           str(tmp_path), "--arms", "e3b"]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    text = (tmp_path / "intrinsic-smoke" / "report.md").read_text()
-    assert "| e3b | xminigrid:MiniGrid-DoorKey-16x16 | 1 |" in text and "0.98 (RLeXplore, 10M steps)" in text
+def test_the_intrinsic_report_puts_rlexplores_scores_beside_each_arm(tmp_path):
+    """The report of the intrinsic grid (its runs are PPO's jitted path, whose every term runs
+    in tests/test_jaxenvs.py) names RLeXplore's score for each arm."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import intrinsic
+
+    task = "xminigrid:MiniGrid-DoorKey-16x16"
+    for arm in ("ppo", "e3b"):
+        _fake_run(tmp_path, f"{arm}__{task.replace(':', '-')}__s0", task, 0.5)
+    md = report_lib.report(tmp_path, tmp_path, references=intrinsic.REFERENCES, title="t").read_text()
+    assert f"| e3b | {task} | 1 |" in md and "0.98 (RLeXplore, 10M steps)" in md
+    assert "0.37 (RLeXplore, 10M steps)" in md
 
 
 def test_the_dreamsmooth_arms_set_only_the_smoothing():
@@ -223,4 +238,28 @@ def test_the_dreamsmooth_arms_set_only_the_smoothing():
         "none": "none", "gaussian": "gaussian", "uniform": "uniform", "ema": "ema"}  # fmt: skip
     same = {n: {**vars(c), "shaper": None} for n, c in built.items()}
     assert all(v == same["none"] for v in same.values())  # nothing else differs between arms
-    assert set(dreamsmooth.DREAMERV3) == set(dreamsmooth.TASKS)
+    assert set(dreamsmooth.TASKS) - set(dreamsmooth.DREAMERV3) == {"dmc:cartpole-swingup_events"}  # ours
+
+
+def test_the_dreamsmooth_diagnostic_counts_each_event_type_at_its_step_and_window():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import dreamsmooth
+
+    reward = np.zeros(30)
+    reward[[5, 12, 20]] = [1.0, 1.0, 2.0]
+    events = [[] for _ in range(30)]
+    events[5], events[12], events[20] = [0], [1], [2, 3]  # two types at once: reward 2
+    pred = np.zeros(30)
+    pred[5] = 0.6  # type 0 predicted at its step
+    pred[[10, 11, 13, 14]] = 0.2  # type 1 smeared around its step (a smoothed head)
+    pred[20] = 0.9  # types 2 and 3: 0.9 / 2 is under half
+    hits = dreamsmooth.event_hits(pred, reward, events, window=4)
+    assert hits == {
+        0: {"step": [True], "window": [True]},
+        1: {"step": [False], "window": [True]},
+        2: {"step": [False], "window": [False]},
+        3: {"step": [False], "window": [False]},
+    }
+    pred[16] = 0.2  # 5 steps off: outside a window of 4
+    assert dreamsmooth.event_hits(pred, reward, events, window=4)[1]["window"] == [True]
+    assert dreamsmooth.event_hits(pred, reward, events, window=0)[1]["window"] == [False]

@@ -36,6 +36,7 @@ updates per env step, printed at the start and kept in ``config.yaml``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -78,6 +79,7 @@ from rl.nets import action_bounds, categorical_entropy, from_env, gaussian_entro
 from rl.replay import Replay
 from rl.rewards import Shaper, from_config
 from rl.rewards.annotate import EpisodeAnnotator
+from rl.rewards.latent import LATENT_FIELDS
 from rl.runs import Run, print_result
 
 sg = jax.lax.stop_gradient
@@ -254,7 +256,8 @@ class State(NamedTuple):
     slow_critic: dict  # EMA of the critic's params
     opt: optax.OptState
     retnorm: jax.Array  # [2]: EMAs of the 5th and 95th percentiles of imagined returns
-    shaper: object
+    shaper: object  # the ShaperState of the streams on real transitions (the reward head's target)
+    explore: object  # the ShaperState of the latent streams (Plan2Explore), or ()
     key: jax.Array
     step: jax.Array  # env steps taken: the Shaper's clock
     updates: jax.Array
@@ -303,8 +306,29 @@ def optimizer(cfg: Config) -> optax.GradientTransformation:
 
 
 def build_shaper(cfg: Config, shaper: Shaper | None = None) -> Shaper:
-    """The Shaper Dreamer trains its reward head on, with Dreamer's discount."""
-    return (shaper or from_config(cfg.shaper)).bind(1.0 - 1.0 / cfg.horizon)
+    """The run's Shaper, with Dreamer's discount."""
+    shaper = (shaper or from_config(cfg.shaper)).bind(1.0 - 1.0 / cfg.horizon)
+    split_shaper(shaper)  # a Shaper that does not split fails here, before the run
+    return shaper
+
+
+def split_shaper(shaper: Shaper) -> tuple[Shaper, Shaper | None]:
+    """(the streams of real transitions, whose total is the reward head's target; the latent
+    streams, which read the world model's states and are computed on imagined trajectories
+    for the actor: Plan2Explore, ``rl.rewards.latent``). Imagined rewards are the reward
+    head's prediction plus the second's total."""
+    latent = [s.name for s in shaper.streams if set(getattr(s.term, "reads", ())) & set(LATENT_FIELDS)]
+    real, explore = shaper.split(latent)
+    if real is None:
+        raise ValueError("Dreamer's reward head needs a stream of real transitions (the env reward)")
+    return real, explore
+
+
+def latent_spec(cfg: Config, nets: Nets, spec: envs.EnvSpec) -> envs.EnvSpec:
+    """``spec`` with the shapes of the latent fields Dreamer gives the latent streams."""
+    stoch = cfg.stoch * cfg.classes
+    fields = {"latent": (cfg.deter + stoch,), "latent_action": (nets.action_dim,), "next_stoch": (stoch,)}
+    return dataclasses.replace(spec, fields=fields)
 
 
 def init_params(cfg: Config, spec: envs.EnvSpec, key) -> dict:
@@ -327,15 +351,16 @@ def init_params(cfg: Config, spec: envs.EnvSpec, key) -> dict:
 
 
 def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
-    shaper = build_shaper(cfg, shaper)
-    k_nets, k_shaper, key = jax.random.split(key, 3)
+    real, explore = split_shaper(build_shaper(cfg, shaper))
+    k_nets, k_shaper, k_explore, key = jax.random.split(key, 4)
     params = jax.jit(partial(init_params, cfg, spec))(k_nets)  # one program: eager init takes seconds
     return State(
         params=params,
         slow_critic=jax.tree.map(jnp.copy, params["critic"]),
         opt=jax.jit(optimizer(cfg).init)(params),
         retnorm=jnp.zeros(2),
-        shaper=shaper.init(k_shaper, spec),
+        shaper=real.init(k_shaper, spec),
+        explore=explore.init(k_explore, latent_spec(cfg, networks(cfg, spec), spec)) if explore else (),
         key=key,
         step=jnp.int32(0),
         updates=jnp.int32(0),
@@ -455,10 +480,56 @@ def percentile_scale(retnorm, ret, rate: float):
     return retnorm, jnp.maximum(1.0, retnorm[1] - retnorm[0])
 
 
-def actor_critic_losses(cfg, nets: Nets, params, slow, retnorm, feats, actions, bins):
+def latent_sequences(latent, latent_action, mask, terminated, **extras) -> batch_lib.Sequences:
+    """Transitions between latent states [B, T] as the latent streams read them
+    (``rl.rewards.latent``): no observations, only the world model's states."""
+    zeros = jnp.zeros(mask.shape, jnp.float32)
+    return batch_lib.Sequences(
+        obs=None,
+        action=None,
+        reward=zeros,
+        next_obs=None,
+        terminated=terminated,
+        truncated=jnp.zeros(mask.shape, bool),
+        discount=1.0 - terminated.astype(jnp.float32),
+        mask=mask,
+        extras={"latent": latent, "latent_action": latent_action, **extras},
+    )
+
+
+def replayed_latents(data: Inputs, deter, stoch) -> batch_lib.Sequences:
+    """A chunk's transitions between consecutive posterior latents [B, T - 1]: latent k - 1
+    encodes the observation transition k starts from (the module docstring's alignment), so
+    the transition into latent k reads feature k - 1, its action and z_k; masked where latent
+    k starts an episode. What the latent streams train on."""
+    B, T = data.first.shape
+    return latent_sequences(
+        features(deter, stoch)[:, :-1],
+        data.prev_action[:, 1:],
+        ~data.first[:, 1:],
+        data.term[:, 1:],
+        next_stoch=stoch[:, 1:].reshape(B, T - 1, -1),
+    )
+
+
+def imagined_bonus(explore: Shaper, explore_state, feats, actions, t):
+    """The latent streams' total on imagined trajectories, [N, H + 1]: the bonus of the step
+    from feature i with action i sits at index i + 1, where the reward head's prediction of
+    that step's reward sits (``lambda_return`` reads rewards from index 1)."""
+    N, H1 = feats.shape[:2]
+    steps = latent_sequences(
+        feats[:, :-1], actions[:, :-1], jnp.ones((N, H1 - 1), bool), jnp.zeros((N, H1 - 1), bool)
+    )
+    return jnp.concatenate([jnp.zeros((N, 1)), explore(explore_state, steps, t).total], 1)
+
+
+def actor_critic_losses(cfg, nets: Nets, params, slow, retnorm, feats, actions, bins, bonus=None):
     """Policy and value losses [N] on imagined features [N, H + 1, F] (eq. 7-11, the
-    reference's ``imag_loss`` with ``contdisc``: the discount is in the continue prediction)."""
+    reference's ``imag_loss`` with ``contdisc``: the discount is in the continue prediction).
+    ``bonus`` [N, H + 1] is added to the reward head's predictions (latent streams)."""
     rew = twohot_mean(nets.rew.apply({"params": params["rew"]}, feats), bins)
+    if bonus is not None:
+        rew = rew + bonus
     con = jax.nn.sigmoid(nets.con.apply({"params": params["con"]}, feats)[..., 0])
     v_logits = nets.critic.apply({"params": params["critic"]}, feats)
     val = twohot_mean(v_logits, bins)
@@ -497,8 +568,10 @@ def replay_value_loss(cfg, nets: Nets, params, slow, feat, data: Inputs, boot, b
     return (1.0 - last[:, :-1]) * loss
 
 
-def loss_fn(params, cfg, nets: Nets, slow, retnorm, data: Inputs, key):
-    """The sum of every loss of one update, and (new retnorm, metrics)."""
+def loss_fn(params, cfg, nets: Nets, slow, retnorm, data: Inputs, key, explore=None, explore_state=(), t=0):
+    """The sum of every loss of one update, and (new retnorm, metrics, the chunk's posterior
+    latents as ``replayed_latents``). ``explore``: the latent streams' Shaper, whose total on
+    imagined trajectories the actor and critic add to the reward head's."""
     bins = twohot_bins(cfg.bins)
     k_obs, k_img = jax.random.split(key)
     B, T = data.first.shape
@@ -514,9 +587,12 @@ def loss_fn(params, cfg, nets: Nets, slow, retnorm, data: Inputs, key):
 
     starts = jax.tree.map(lambda x: sg(x).reshape(B * T, *x.shape[2:]), (deter, stoch))
     feats, actions = sg(imagine(cfg, nets, sg(params), *starts, k_img))
+    bonus = None if explore is None else imagined_bonus(explore, explore_state, feats, actions, t)
     policy, value, ret, retnorm, metrics = actor_critic_losses(
-        cfg, nets, params, slow, retnorm, feats, actions, bins
+        cfg, nets, params, slow, retnorm, feats, actions, bins, bonus
     )
+    if bonus is not None:
+        metrics["dreamer/imag_bonus"] = bonus[:, 1:].mean()
     losses = {
         "rec": rec.mean(),
         "rew": rew.mean(),
@@ -541,7 +617,7 @@ def loss_fn(params, cfg, nets: Nets, slow, retnorm, data: Inputs, key):
         total += cfg.repval_scale * losses["repval"]
     metrics.update({f"loss/{k}": v for k, v in losses.items()})
     metrics["dreamer/reward_pred"] = twohot_mean(nets.rew.apply({"params": params["rew"]}, feat), bins).mean()
-    return total, (retnorm, metrics)
+    return total, (retnorm, metrics, sg(replayed_latents(data, deter, stoch)))
 
 
 def reward_predictions(cfg, nets: Nets, params, data: Inputs, key):
@@ -557,17 +633,31 @@ def reward_predictions(cfg, nets: Nets, params, data: Inputs, key):
 def update(cfg: Config, spec, nets: Nets, shaper: Shaper, state: State, batch: batch_lib.Sequences):
     """One gradient step of world model, actor and critic on a replay chunk batch, its reward
     the Shaper's at env step ``state.step``."""
-    key, k_shaper, k_loss = jax.random.split(state.key, 3)
-    shaper_state, rewards, shaper_info = shaper.step(state.shaper, batch, k_shaper, state.step)
+    real, explore = split_shaper(shaper)
+    key, k_shaper, k_loss, k_explore = jax.random.split(state.key, 4)
+    shaper_state, rewards, shaper_info = real.step(state.shaper, batch, k_shaper, state.step)
     if rewards.total.shape != batch.lead:
         raise ValueError(
             f"Dreamer's reward head predicts a scalar but the Shaper returns shape "
             f"{rewards.total.shape[len(batch.lead) :]} per step; set shaper.scalarize for vector rewards"
         )
     data = model_inputs(nets, spec, batch, rewards.total)
-    grads, (retnorm, metrics) = jax.grad(loss_fn, has_aux=True)(
-        state.params, cfg, nets, state.slow_critic, state.retnorm, data, k_loss
+    grads, (retnorm, metrics, latents) = jax.grad(loss_fn, has_aux=True)(
+        state.params,
+        cfg,
+        nets,
+        state.slow_critic,
+        state.retnorm,
+        data,
+        k_loss,
+        explore,
+        state.explore,
+        state.step,
     )
+    explore_state = state.explore
+    if explore is not None:  # the latent streams learn from the real chunk's posterior latents
+        explore_state, bonus, explore_info = explore.step(explore_state, latents, k_explore, state.step)
+        metrics.update({**bonus.means(latents.mask), **explore_info})
     tx = optimizer(cfg)
     updates, opt = tx.update(grads, state.opt, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -581,6 +671,7 @@ def update(cfg: Config, spec, nets: Nets, shaper: Shaper, state: State, batch: b
         opt=opt,
         retnorm=retnorm,
         shaper=shaper_state,
+        explore=explore_state,
         key=key,
         updates=state.updates + 1,
     )
@@ -610,12 +701,13 @@ def train_step(
             one, state, None, length=update_cadence(cfg.updates_per_step, cfg.num_envs)[0]
         )
         metrics = jax.tree.map(jnp.mean, metrics)
-        if shaper.fitted():
+        real = split_shaper(shaper)[0]
+        if real.fitted():
             key, k_data, k_fit = jax.random.split(state.key, 3)
             data = replay.sample_chunks(rstate, k_data, cfg.batch_size, cfg.batch_length)
             shaper_state = jax.lax.cond(
-                shaper.fit_due(before, step),
-                lambda: shaper.fit(state.shaper, data, k_fit)[0],
+                real.fit_due(before, step),
+                lambda: real.fit(state.shaper, data, k_fit)[0],
                 lambda: state.shaper,
             )
             state = state._replace(shaper=shaper_state, key=key)
@@ -628,7 +720,8 @@ def train_step(
 def provided(replay: Replay) -> set[str]:
     """The batch fields Dreamer's Shaper can read: the contract's and the replay's extras."""
     extras = [k for k, _, _ in replay.extras]
-    return set(batch_lib.FIELDS) | {"episode", "step", *extras, *(f"next_{k}" for k in extras)}
+    core = set(batch_lib.FIELDS) | {"episode", "step", *extras, *(f"next_{k}" for k in extras)}
+    return core | set(LATENT_FIELDS)  # the world model's latents (``replayed_latents``)
 
 
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:

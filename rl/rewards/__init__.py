@@ -17,6 +17,7 @@ from rl.rewards.disagreement import Disagreement
 from rl.rewards.episodic import E3B, NGU
 from rl.rewards.icm import ICM
 from rl.rewards.knn import RE3, StateEntropy
+from rl.rewards.latent import LatentDisagreement
 from rl.rewards.registry import TERMS, kind_of, register, resolve
 from rl.rewards.rnd import RND
 from rl.rewards.schedules import Constant, Decay, Linear
@@ -33,6 +34,7 @@ for _name, _cls in {
     "ngu": NGU,
     "e3b": E3B,
     "disagreement": Disagreement,
+    "plan2explore": LatentDisagreement,
     "re3": RE3,
     "state_entropy": StateEntropy,
 }.items():
@@ -52,6 +54,7 @@ __all__ = [
     "NGU",
     "Extrinsic",
     "Fixed",
+    "LatentDisagreement",
     "Linear",
     "PotentialShaping",
     "Rewards",

@@ -195,10 +195,34 @@ class Shaper:
         for s in self.streams:
             missing = sorted(frozenset(getattr(s.term, "reads", frozenset())) - provided)
             if missing:
+                needs = getattr(s.term, "provided_by", None)
                 raise ValueError(
                     f"reward stream '{s.name}' ({registry.kind_of(s.term)}) reads {missing}, which "
-                    f"{who} does not provide; it provides: {', '.join(sorted(provided))}"
+                    f"{who} does not provide"
+                    + (f" ({needs})" if needs else "")
+                    + f"; it provides: {', '.join(sorted(provided))}"
                 )
+
+    def split(self, names) -> tuple[Shaper | None, Shaper | None]:
+        """(the Shaper of the streams not in ``names``, the Shaper of those in it), each with
+        this one's fusion, intrinsic weight and scalarization, or None where it has no stream.
+        For a scalar reward their totals add up to this Shaper's when intrinsic streams sit on
+        one side only or ``fuse="sum"`` (checked); the second never scalarizes (its streams are
+        scalar bonuses, added to the scalarized first). A world-model agent learns the first in
+        its reward head and computes the second on imagined latents."""
+        names = frozenset(names)
+        sides = tuple(
+            tuple(s for s in self.streams if (s.name in names) == inside) for inside in (False, True)
+        )
+        if self.fuse != "sum" and all(any(s.intrinsic for s in side) for side in sides):
+            raise ValueError(
+                f"fuse={self.fuse!r} combines intrinsic streams of both sides of a split "
+                f"({[s.name for s in self.streams if s.intrinsic]}); only fuse='sum' splits"
+            )
+        rest = replace(self, streams=sides[0]) if sides[0] else None
+        # the bonus side's total is a scalar per step: it is added after the scalarization
+        picked = replace(self, streams=sides[1], scalarize="none") if sides[1] else None
+        return rest, picked
 
     def check_scalar(self, reward_shape, who: str) -> None:
         """Fail before a run if ``who`` trains on a scalar reward but the env's is a vector
