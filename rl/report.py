@@ -2,7 +2,8 @@
 
 Runs are grouped by arm (the part of ``run_name`` before ``__``, else the agent) and task
 (the env id). A run's score is its final ``eval/episode_return`` (``summary.json``, else the
-last evaluation line). Per task and arm: the interquartile mean over seeds with a 95%
+last evaluation line); beside it, the training log's score: the mean return of the last 10
+episodes finished in training (how RLeXplore scores its table). Per task and arm: the interquartile mean over seeds with a 95%
 stratified bootstrap CI (Agarwal et al. 2021, rliable). When reference scores are given
 (e.g. a paper's numbers), scores are also divided by them and aggregated across tasks into
 one IQM per arm. Writes ``report.md``, ``results.json`` and ``curves.png``.
@@ -20,6 +21,23 @@ from rl import config as config_lib
 from rl.runs import read_metrics
 
 CURVE_KEY = "train/episode_return"
+TRAIN_EPISODES = 10  # the training log's score: the mean return of this many last episodes
+
+
+def train_score(rows, episodes: int = TRAIN_EPISODES) -> float | None:
+    """The mean return of the last ``episodes`` training episodes, from the logged means per
+    log window (``train/episode_return`` over ``train/episodes`` episodes), the oldest window
+    counted in part; None if no episode finished."""
+    total, count = 0.0, 0
+    for r in reversed(rows):
+        n = int(r.get("train/episodes", 0))
+        if n <= 0 or CURVE_KEY not in r:
+            continue
+        take = min(n, episodes - count)
+        total, count = total + take * float(r[CURVE_KEY]), count + take
+        if count >= episodes:
+            break
+    return total / count if count else None
 
 
 def find_runs(root) -> list[dict]:
@@ -50,6 +68,7 @@ def find_runs(root) -> list[dict]:
                 "steps": rows[-1]["step"] if rows else 0,
                 "finished": done,
                 "score": score,
+                "train_score": train_score(rows),
                 "curve": curve,
             }
         )
@@ -72,14 +91,23 @@ def iqm_ci(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> di
 
 
 def _score_table(runs, references):
-    by = defaultdict(list)
+    by, train = defaultdict(list), defaultdict(list)
     for r in runs:
         if r["score"] is not None:
             by[(r["arm"], r["task"])].append(r["score"])
+        if r.get("train_score") is not None:
+            train[(r["arm"], r["task"])].append(r["train_score"])
     per_task = {}
     for (arm, task), s in sorted(by.items()):
         (point, lo, hi) = iqm_ci({"x": np.asarray(s, np.float64)[:, None]})["x"]
-        per_task[(arm, task)] = {"iqm": point, "ci": [lo, hi], "n": len(s), "scores": s}
+        t = train.get((arm, task), [])
+        per_task[(arm, task)] = {
+            "iqm": point,
+            "ci": [lo, hi],
+            "n": len(s),
+            "scores": s,
+            "train": float(np.mean(t)) if t else None,
+        }
     aggregate = {}
     if references:
         for arm in sorted({a for a, _ in by}):
@@ -163,17 +191,19 @@ def report(
     steps = sorted({r["steps"] for r in runs})
     lines += [
         f"{len(runs)} runs under `{root}`; env steps per run: {', '.join(f'{s:,}' for s in steps)}. "
-        "Score: final evaluation return; IQM over seeds with 95% stratified bootstrap CIs (rliable).",
+        "Score: final evaluation return; IQM over seeds with 95% stratified bootstrap CIs (rliable). "
+        f"Train: the mean return of the last {TRAIN_EPISODES} training episodes, mean over seeds.",
         "",
-        "| arm | task | runs | IQM | 95% CI | per seed | reference |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | task | runs | IQM | 95% CI | per seed | train | reference |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (arm, task), r in per_task.items():
         ref = references.get((arm, task))
         ref_s = f"{score(ref[0])} ({ref[1]})" if ref else "-"
         seeds = ", ".join(score(s) for s in r["scores"])
+        tr = score(r["train"]) if r["train"] is not None else "-"
         lines.append(
-            f"| {arm} | {task} | {r['n']} | {score(r['iqm'])} | [{score(r['ci'][0])}, {score(r['ci'][1])}] | {seeds} | {ref_s} |"
+            f"| {arm} | {task} | {r['n']} | {score(r['iqm'])} | [{score(r['ci'][0])}, {score(r['ci'][1])}] | {seeds} | {tr} | {ref_s} |"
         )
     arms = [a for a in (arm_order or sorted({a for a, _ in per_task})) if any(a == k[0] for k in per_task)]
     if len(arms) > 1:

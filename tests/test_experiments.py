@@ -76,6 +76,23 @@ def test_report_iqm_matches_a_direct_computation():
     assert lo <= point <= hi
 
 
+def test_the_training_log_score_is_the_mean_of_the_last_ten_episodes(tmp_path):
+    rows = [
+        {"step": 1, "train/episodes": 4, "train/episode_return": 1.0},
+        {"step": 2, "loss/value": 0.3},  # a window with no finished episode
+        {"step": 3, "train/episodes": 8, "train/episode_return": 2.0},
+        {"step": 4, "train/episodes": 3, "train/episode_return": 5.0},
+    ]
+    assert report_lib.train_score(rows) == pytest.approx((3 * 5.0 + 7 * 2.0) / 10)  # the oldest in part
+    assert report_lib.train_score(rows, episodes=20) == pytest.approx((15 + 16 + 4) / 15)  # all there are
+    assert report_lib.train_score(rows[1:2]) is None
+    d = tmp_path / "ppo__gym-CartPole-v1__s0"
+    _fake_run(tmp_path, d.name, "gym:CartPole-v1", 50.0)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md = report_lib.report(tmp_path, tmp_path, title="t").read_text()
+    assert "| ppo | gym:CartPole-v1 | 1 | 50.0 | [50.0, 50.0] | 50.0 | 2.90 | - |" in md
+
+
 def test_report_of_an_empty_directory_says_so(tmp_path):
     out = rl("report", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 2 and "no runs under" in out.stderr
