@@ -20,6 +20,11 @@ def orthogonal(scale: float = np.sqrt(2)):
     return nn.initializers.orthogonal(scale)
 
 
+def symlog(x):
+    """sign(x) log(1 + |x|) (Hafner et al. 2023, DreamerV3 eq. 1)."""
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
+
+
 class MLP(nn.Module):
     """Dense layers ``hidden`` with ``activation``; a final linear layer of ``out`` units if given."""
 

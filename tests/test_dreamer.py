@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
@@ -296,9 +297,10 @@ def test_bad_input_fails_before_a_run_exists(tmp_path):
     assert not (tmp_path / "default").exists()
 
 
-def test_the_cnn_encoder_and_decoder_fit_64x64_frames():
+def test_the_cnn_encoder_and_decoder_fit_64x64_frames(strided=False):
     """The pixel path: 64x64 uint8 frames through the CNN encoder (down to 4x4) and back; a
-    few steps on the reconstruction loss of real DMC frames halve it."""
+    few steps on the reconstruction loss of real DMC frames halve it. (The strided variant's
+    layers are checked against lax below; its shapes there too.)"""
     import optax
 
     env, _ = envs.make("dmc:cartpole-balance", 1, 0, pixels=True)
@@ -307,7 +309,8 @@ def test_the_cnn_encoder_and_decoder_fit_64x64_frames():
         frames.append(env.step(np.zeros((1, 1), np.float32))[0])
     env.close()
     obs = jnp.asarray(np.concatenate(frames))  # [4, 64, 64, 3] uint8
-    enc, dec = rssm.Encoder(True, depth=2), rssm.Decoder((64, 64, 3), True, depth=2)
+    enc = rssm.Encoder(True, depth=2, strided=strided)
+    dec = rssm.Decoder((64, 64, 3), True, depth=2, strided=strided)
     params = {"enc": enc.init(jax.random.PRNGKey(0), obs)["params"]}
     assert enc.apply({"params": params["enc"]}, obs).shape == (4, 4 * 4 * 2 * 4)
     params["dec"] = dec.init(jax.random.PRNGKey(1), enc.apply({"params": params["enc"]}, obs))["params"]
@@ -328,6 +331,55 @@ def test_the_cnn_encoder_and_decoder_fit_64x64_frames():
         params, opt, value = step(params, opt)
         first = first or float(value)
     assert float(value) < 0.5 * first
+
+
+def test_strided_convolutions_match_lax_and_upsampling_lays_out_2x2_blocks():
+    """``conv_same(stride=2)`` is ``lax.conv`` with SAME padding; ``upsample_conv`` puts the
+    3x3 convolution's channels (a, b, c) at output pixel (2i + a, 2j + b), channel c; the
+    strided encoder and decoder keep the pooled ones' shapes."""
+    import flax.linen as nn
+
+    obs = jax.ShapeDtypeStruct((4, 64, 64, 3), jnp.uint8)
+    enc = rssm.Encoder(True, depth=2, strided=True)
+    dec = rssm.Decoder((64, 64, 3), True, depth=2, strided=True)
+    embed = jax.eval_shape(lambda o: enc.apply(enc.init(jax.random.PRNGKey(0), o), o), obs)
+    assert embed.shape == (4, 4 * 4 * 2 * 4)
+    image = jax.eval_shape(lambda e: dec.apply(dec.init(jax.random.PRNGKey(0), e), e), embed)
+    assert image.shape == (4, 64, 64, 3)
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    class Down(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return rssm.conv_same(5, 4, x, stride=2)
+
+    class Up(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return rssm.upsample_conv(5, x)
+
+    for module, stride, shape in ((Down(), 2, (2, 8, 8, 5)), (Up(), 1, (2, 32, 32, 5))):
+        params = module.init(jax.random.PRNGKey(1), x)
+        y = jax.jit(module.apply)(params, x)
+        k, b = params["params"]["MatmulConv_0"]["kernel"], params["params"]["MatmulConv_0"]["bias"]
+        conv = partial(
+            jax.lax.conv_general_dilated,
+            window_strides=(stride, stride),
+            padding="SAME",
+            dimension_numbers=dn,
+        )
+        ref = jax.jit(conv)(x, k)
+        ref = np.asarray(ref) + np.asarray(b)
+        assert y.shape == shape
+        if stride == 2:
+            np.testing.assert_allclose(y, ref, atol=1e-5)
+        else:
+            blocks = np.asarray(ref).reshape(2, 16, 16, 2, 2, 5)
+            for a in (0, 1):
+                for c in (0, 1):
+                    np.testing.assert_allclose(y[:, a::2, c::2, :], blocks[:, :, :, a, c, :], atol=1e-5)
 
 
 def test_sigkill_then_resume_with_one_compile_per_step_program(tmp_path):

@@ -102,6 +102,7 @@ class Config(Common):
     units: int = 64  # MLP width of encoder, decoder and heads
     layers: int = 3  # MLP blocks of encoder, decoder, actor and critic (reward, continue: 1)
     depth: int = 4  # CNN channels x (2, 3, 4, 4)
+    strided: bool = False  # CNN stages: stride-2 convs / sub-pixel upsampling (faster) instead of pool / repeat
     unimix: float = 0.01  # uniform mix of the latent categoricals
     free_nats: float = 1.0
     dyn_scale: float = 0.5  # dynamics KL weight (eq. 5; the reference's configs.yaml now uses 1.0)
@@ -197,7 +198,7 @@ def networks(cfg: Config, spec: envs.EnvSpec) -> Nets:
     if not spec.discrete:
         action_bounds(spec, "Dreamer")  # an unbounded Box fails here
     dim = spec.num_actions if spec.discrete else int(np.prod(spec.action_shape))
-    sizes = dict(units=cfg.units, layers=cfg.layers, depth=cfg.depth)
+    sizes = dict(units=cfg.units, layers=cfg.layers, depth=cfg.depth, strided=cfg.strided)
     return Nets(
         enc=Encoder(image, **sizes),
         dec=Decoder(tuple(spec.obs_shape), image, **sizes),

@@ -21,8 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rl.nets import MatmulConv, max_pool_2x2
-from rl.rewards.transforms import symlog
+from rl.nets import MatmulConv, max_pool_2x2, symlog
 
 sg = jax.lax.stop_gradient
 
@@ -269,17 +268,33 @@ def features(deter, stoch):
 # -- encoders and decoders -------------------------------------------------------------------
 
 
-def conv_same(features: int, kernel: int, x, name=None):
-    """A stride-1 ``kernel`` x ``kernel`` SAME convolution as one matmul (``MatmulConv`` on the
-    zero-padded input: XLA-CPU's convolutions and their gradients are several times slower)."""
-    p = kernel // 2
-    x = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(p, kernel - 1 - p), (p, kernel - 1 - p), (0, 0)])
-    return MatmulConv(features, kernel, kernel_init=winit(), name=name)(x)
+def conv_same(features: int, kernel: int, x, name=None, stride: int = 1):
+    """A ``kernel`` x ``kernel`` SAME convolution as one matmul (``MatmulConv`` on the
+    zero-padded input: XLA-CPU's convolutions and their gradients are several times slower);
+    ``stride`` 2 halves the sides (the kernel must then be even: MatmulConv's space-to-depth)."""
+    total = kernel - stride  # SAME: ceil(n / stride) outputs
+    p = total // 2
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(p, total - p), (p, total - p), (0, 0)])
+    return MatmulConv(features, kernel, stride, kernel_init=winit(), name=name)(x)
+
+
+def upsample_conv(features: int, x, name=None):
+    """2x upsampling as a sub-pixel convolution (Shi et al. 2016): a 3x3 SAME convolution to
+    4 x ``features`` channels, then each pixel's channels laid out as its 2x2 block. It spans
+    what a 4x4 stride-2 transposed convolution computes (each output phase sees a 3x3 input
+    neighbourhood), at the input's resolution."""
+    y = conv_same(4 * features, 3, x, name=name)
+    *lead, h, w, _ = y.shape
+    y = y.reshape(*lead, h, w, 2, 2, features)
+    return jnp.swapaxes(y, -4, -3).reshape(*lead, 2 * h, 2 * w, features)
 
 
 class Encoder(nn.Module):
     """symlog(vector) -> MLP, or a uint8 image [64, 64, C] / 255 - 0.5 -> CNN: per stage a
-    5x5 SAME conv, 2x2 max-pool, RMSNorm, SiLU (the reference's non-strided variant), flattened."""
+    5x5 SAME conv, 2x2 max-pool, RMSNorm, SiLU (the reference's non-strided variant), flattened.
+    ``strided``: a 4x4 stride-2 SAME conv per stage instead (the reference's ``strided=True``
+    with an even kernel, which MatmulConv needs): the convolutions run at the output's
+    resolution, about 10x less memory traffic on 64x64 frames."""
 
     image: bool
     units: int = 64
@@ -287,6 +302,7 @@ class Encoder(nn.Module):
     depth: int = 4
     mults: tuple[int, ...] = (2, 3, 4, 4)
     kernel: int = 5
+    strided: bool = False
 
     @nn.compact
     def __call__(self, obs):
@@ -299,14 +315,19 @@ class Encoder(nn.Module):
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])
         for m in self.mults:
-            x = max_pool_2x2(conv_same(self.depth * m, self.kernel, x))
+            if self.strided:
+                x = conv_same(self.depth * m, 4, x, stride=2)
+            else:
+                x = max_pool_2x2(conv_same(self.depth * m, self.kernel, x))
             x = nn.silu(nn.RMSNorm(epsilon=1e-4)(x))
         return x.reshape(*lead, -1)
 
 
 class Decoder(nn.Module):
     """Feature -> symlog(vector) prediction, or -> image in [0, 1] (sigmoid): a linear layer to
-    the encoder's smallest grid, then per stage a 2x nearest upsampling and a 5x5 conv."""
+    the encoder's smallest grid, then per stage a 2x nearest upsampling and a 5x5 conv.
+    ``strided``: per stage a sub-pixel upsampling convolution (``upsample_conv``, in place of
+    the reference's stride-2 transposed convolution) at the smaller resolution."""
 
     obs_shape: tuple[int, ...]
     image: bool
@@ -315,6 +336,7 @@ class Decoder(nn.Module):
     depth: int = 4
     mults: tuple[int, ...] = (2, 3, 4, 4)
     kernel: int = 5
+    strided: bool = False
 
     @nn.compact
     def __call__(self, feat):
@@ -331,10 +353,15 @@ class Decoder(nn.Module):
         )
         x = nn.silu(nn.RMSNorm(epsilon=1e-4)(x.reshape(-1, h // factor, w // factor, depths[-1])))
         for d in reversed(depths[:-1]):
-            x = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
-            x = nn.silu(nn.RMSNorm(epsilon=1e-4)(conv_same(d, self.kernel, x)))
-        x = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
-        x = jax.nn.sigmoid(conv_same(c, self.kernel, x))
+            if self.strided:
+                x = upsample_conv(d, x)
+            else:
+                x = conv_same(d, self.kernel, jnp.repeat(jnp.repeat(x, 2, 1), 2, 2))
+            x = nn.silu(nn.RMSNorm(epsilon=1e-4)(x))
+        if self.strided:
+            x = jax.nn.sigmoid(upsample_conv(c, x))
+        else:
+            x = jax.nn.sigmoid(conv_same(c, self.kernel, jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)))
         return x.reshape(*lead, h, w, c)
 
 

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
+from rl.nets import symlog  # noqa: F401  (a stream transform; defined once, with the networks)
 from rl.rewards.stats import RunningStats
 
 NORMALIZE = ("none", "std", "meanstd", "return")
-
-
-def symlog(x):
-    """sign(x) log(1 + |x|) (Hafner et al. 2023, DreamerV3 eq. 1)."""
-    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
 
 
 def normalize(mode: str, stats: RunningStats, r, eps: float = 1e-8):
