@@ -3,6 +3,7 @@ of the CPU's matmul peak, memory, and the env steps/s it allows at the preset's 
 
     python experiments/bench/dreamer.py              # a few minutes on 2 cores
     python experiments/bench/dreamer.py --quick      # a smoke run of the script
+    python experiments/bench/dreamer.py --official DV3_VENV/bin/python,DV3_SRC   # beside DreamerV3
 
 Each preset runs in a fresh process on ``dmc:cartpole-swingup`` (state; ``xs-pixels``: 64x64
 frames): a replay filled with 2,000 random steps, then the jitted update (world model,
@@ -10,6 +11,11 @@ imagination, actor and critic; the Shaper's reward) timed over ``--updates`` cal
 warm-up call, and the collect step (policy, replay add, env step) over 200 steps. The
 projected rate is 1 / (collect + updates per env step x update); 100k steps at it is the XS
 target (< 90 minutes). Peak: the CPU does about 174 GFLOP/s on large matmuls (README).
+
+``--official``: the official DreamerV3 (danijar/dreamerv3, in its own virtualenv with JAX 0.4.33:
+setup in ``dreamerv3_official.py``) and ours at its ``size1m`` preset, batch 16 x 64, float32,
+on the same 5-d observation / 1-d action shapes (cartpole-swingup's), alternated in fresh
+processes ``--repeats`` times; the ratio of the medians of their train-step times.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ PRESETS = {  # name: (config presets, overrides)
     "size1m": (["dreamer-size1m"], {}),
     "size12m": (["dreamer-size12m"], {}),
     "xs-pixels": (["dreamer-xs"], {"env_options": {"pixels": True}}),
+    "xs-pixels-strided": (["dreamer-xs"], {"env_options": {"pixels": True}, "strided": True}),
 }
 
 
@@ -115,16 +122,44 @@ def worker(name: str, updates: int) -> dict:
     }
 
 
+def side_by_side(python: str, src: str, repeats: int, updates: int) -> int:
+    """The official DreamerV3's train step and ours at size1m, alternated in fresh processes."""
+    import subprocess
+
+    if not Path(python).exists() or not (Path(src) / "dreamerv3" / "configs.yaml").exists():
+        raise SystemExit(f"--official needs DreamerV3's virtualenv python and checkout; got {python}, {src}")
+    script = Path(__file__).with_name("dreamerv3_official.py")
+    theirs, ours = [], []
+    for _ in range(repeats):
+        out = subprocess.run([python, str(script), "--src", src, "--steps", str(updates)],
+                             capture_output=True, text=True)  # fmt: skip
+        lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if out.returncode != 0 or not lines:
+            raise SystemExit(f"the official worker failed:\n{out.stderr[-3000:]}")
+        theirs.append(json.loads(lines[-1][7:])["seconds_per_update_median"] * 1000)
+        ours.append(experiment_lib.worker_result(Path(__file__), "size1m", updates)["update_ms"])
+        print(f"official {theirs[-1]:.0f} ms, ours {ours[-1]:.0f} ms", flush=True)
+    a, b = statistics.median(theirs), statistics.median(ours)
+    print("| size1m, batch 16 x 64, float32 | official DreamerV3 (JAX 0.4.33) | ours | ours faster by |")
+    print("|---|---|---|---|")
+    print(f"| train step (ms), median of {repeats} | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a smoke run: xs only, 3 updates")
     p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated subset")
     p.add_argument("--updates", type=int, default=20, help="timed updates per preset")
+    p.add_argument("--official", metavar="PYTHON,SRC", help="DreamerV3's virtualenv python and checkout")
+    p.add_argument("--repeats", type=int, default=3, help="--official: alternating runs per side")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker[0], int(args.worker[1]))), flush=True)
         return 0
+    if args.official:
+        return side_by_side(*args.official.split(","), args.repeats, args.updates)
     names = ["xs"] if args.quick else args.presets.split(",")
     updates = 3 if args.quick else args.updates
     rows = [experiment_lib.worker_result(Path(__file__), n, updates) for n in names]
