@@ -17,9 +17,20 @@ episodic), the env reward x 100, RLeXplore's MiniGrid network (``torso=rlexplore
 convs on obs / 255, Dense 512 + ReLU, linear heads), and the baseline intrinsic settings: the
 bonus divided by the running std of its raw values, updated with each rollout before it is
 used (``normalize=std``), weighted beta = 0.25, each module trained on each rollout for one
-epoch of minibatches of 256 (Adam 1e-3). E3B embeds with the same MinigridEncoder (512
-features, its inverse head 1024 -> 512 -> actions); the other terms keep their defaults (not
-yet checked line by line against rllte).
+epoch of minibatches of 256 (Adam 1e-3). Every term embeds with the same MinigridEncoder of
+512 features, as every rllte module at that commit does (``torso=rlexplore features=512``):
+E3B's and NGU's inverse heads 1024 -> 512 -> actions, ICM's forward and inverse heads with 512
+hidden units, RND's target and predictor the encoder itself, RE3's and Disagreement's random
+embedding the encoder (Disagreement's members one hidden layer of 512). Inputs: RND standardizes
+its observations by running mean and std, clipped to 5, warmed up on 640 random steps per env
+(rllte's ``obs_rms`` with ``init_normalization(32, 20)``); NGU's RND the same with update
+proportion 0.1, as rllte builds it; the other terms see obs / 255 (rllte without ``obs_rms``;
+its one DoorKey launch script, ``doorkey_5.sh``, passes ``--obs_rms`` to every arm, which only
+RND and NGU's RND follow here). Departures left: NGU's life-long modulator is
+clip(1 + err / std(err), 1, 5) (rllte main; b0057b3 uses clip(1 + 0.25 err, 1, 5)) on the
+normalized product, not on the episodic part alone; torch's uniform init vs ours (lecun
+normal); the reference's agent torso reads raw ids, ours obs / 255. ``experiments/intrinsic/
+notes.md`` has the line-by-line comparison.
 
 Their published DoorKey-16x16 scores (``assets/mgd.png`` of RLE-Foundation/RLeXplore, read
 off the bar chart, 10M steps; its caption says 10 seeds, the appendix 5, the scripts run 3):
@@ -45,16 +56,23 @@ BETA = "0.25"  # RLeXplore's intrinsic weight
 
 
 def _streams(terms) -> tuple[str, ...]:
-    # RND and NGU's RND on observations scaled to [0, 1], as RLeXplore's baseline (no obs RMS);
-    # E3B's embedding is RLeXplore's MinigridEncoder (rllte rllte/xplore/reward/e3b.py)
+    # every embedding is RLeXplore's MinigridEncoder(512) (rllte rllte/xplore/reward/*.py at b0057b3)
+    def encoder(t, heads=True):
+        keys = (f"shaper.streams.{t}.torso=rlexplore", f"shaper.streams.{t}.features=512")
+        return keys + ((f"shaper.streams.{t}.hidden=[512]",) if heads else ())
+
+    rms = ("obs_norm=rms", "warmup_steps=640", "torso=rlexplore", "features=512")
     extra = {
-        "rnd": ("shaper.streams.rnd.obs_norm=none",),
-        "ngu": ("shaper.streams.ngu.rnd.obs_norm=none",),
-        "e3b": (
-            "shaper.streams.e3b.torso=rlexplore",
-            "shaper.streams.e3b.features=512",
-            "shaper.streams.e3b.hidden=[512]",
-        ),
+        "icm": encoder("icm"),
+        "rnd": tuple(f"shaper.streams.rnd.{k}" for k in rms),
+        "ngu": (
+            *encoder("ngu"),
+            "shaper.streams.ngu.memory=2560",
+            *(f"shaper.streams.ngu.rnd.{k}" for k in (*rms, "update_proportion=0.1")),
+        ),  # fmt: skip
+        "e3b": encoder("e3b"),
+        "re3": encoder("re3", heads=False),
+        "disagreement": encoder("disagreement", heads=False),
     }
     return tuple(
         x

@@ -147,14 +147,18 @@ def max_pool_2x2(x):
 
 class MinigridEncoder(nn.Module):
     """RLeXplore's MiniGrid torso (rllte ``rllte/xploit/encoder/minigrid_encoder.py``, the
-    agent's and E3B's): obs / 255, three 2x2 convs of 16, 32 and 64 channels with ReLU and no
-    pooling, flattened, then Dense(features) + ReLU."""
+    agent's and its reward modules'): three 2x2 convs of 16, 32 and 64 channels with ReLU and no
+    pooling, flattened, then Dense(features) + ReLU. ``scale`` divides the input by 255 (as the
+    reference's reward modules do without observation normalization; its agent, and inputs
+    already standardized, take it as it is)."""
 
     features: int = 512
+    scale: bool = True
 
     @nn.compact
     def __call__(self, x):
-        x = x.astype(jnp.float32) / 255.0
+        x = x.astype(jnp.float32)
+        x = x / 255.0 if self.scale else x
         for i, c in enumerate((16, 32, 64)):
             x = nn.relu(MatmulConv(c, 2, name=f"Conv_{i}")(x))
         return nn.relu(nn.Dense(self.features)(x.reshape(*x.shape[:-3], -1)))

@@ -217,9 +217,16 @@ def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
         assert cfg.shaper.intrinsic_weight == 0.25 and cfg.shaper.terms
         assert all(cfg.shaper.streams[t]["normalize"] == "std" for t in cfg.shaper.terms)
         assert (name.startswith("hire-") and len(cfg.shaper.terms) == 4) or cfg.shaper.terms == [name]
-        if name == "e3b":
-            e3b = cfg.shaper.streams["e3b"]
-            assert (e3b["torso"], e3b["features"], tuple(e3b["hidden"])) == ("rlexplore", 512, (512,))
+        shaper = ppo.build_shaper(cfg)
+        for s in shaper.streams[1:]:  # every embedding is rllte's MinigridEncoder(512)
+            assert (s.term.torso, s.term.features) == ("rlexplore", 512), (name, s.name)
+            if s.name in ("icm", "ngu", "e3b"):
+                assert tuple(s.term.hidden) == (512,), (name, s.name)
+        if name in ("rnd", "ngu"):  # rllte's obs_rms with its 640 random warm-up steps per env
+            rnd = shaper.streams[1].term if name == "rnd" else shaper.streams[1].term.rnd
+            assert (rnd.obs_norm, rnd.warmup_steps, rnd.torso) == ("rms", 640, "rlexplore")
+            assert shaper.warmup_steps() == 640
+            assert rnd.update_proportion == (1.0 if name == "rnd" else 0.1)
     assert set(intrinsic.PUBLISHED) <= set(intrinsic.ARMS)
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl import batch as batch_lib
 from rl import config as config_lib
 from rl import envs, jaxenvs
 from rl.agents import ppo
@@ -187,6 +188,17 @@ def test_rnd_observation_statistics_warm_up_on_random_steps(tmp_path):
     stats = carry.state.shaper.terms["rnd"].fixed["obs_stats"]
     assert float(stats.count) == pytest.approx(25 * 4, abs=1e-3)
     assert float(jnp.max(stats.var)) > 1e-3 and not np.allclose(stats.var, 1.0)  # real observations
+    # NGU's RND (its life-long modulator) warms up the same way
+    from rl.rewards import NGU
+
+    ngu = Shaper((Stream("ngu", NGU(rnd=RND(features=4, hidden=(8,), warmup_steps=25))),))
+    assert ngu.warmup_steps() == 25
+    obs = jax.random.uniform(jax.random.PRNGKey(1), (10, *env.spec.obs_shape))
+    seen = batch_lib.transitions(
+        obs, jnp.zeros((10,), jnp.int32), jnp.zeros(10), obs, jnp.zeros(10), jnp.zeros(10)
+    )
+    state = ngu.warm_up(ngu.init(jax.random.PRNGKey(0), env.spec), seen)
+    assert float(state.terms["ngu"].fixed["rnd"].fixed["obs_stats"].count) == pytest.approx(10, abs=1e-3)
     # the host loop: after one rollout the statistics hold the warm-up and the rollout
     host = config_lib.build(ppo.Config, overrides={**TINY, "env": "gym:CartPole-v1", "total_steps": 128,
                                                    "runs_dir": str(tmp_path), "experiment": "h", "run_name": "h"})  # fmt: skip

@@ -102,7 +102,9 @@ class Config(Common):
     units: int = 64  # MLP width of encoder, decoder and heads
     layers: int = 3  # MLP blocks of encoder, decoder, actor and critic (reward, continue: 1)
     depth: int = 4  # CNN channels x (2, 3, 4, 4)
-    strided: bool = False  # CNN stages: stride-2 convs / sub-pixel upsampling (faster) instead of pool / repeat
+    strided: bool = (
+        False  # CNN stages: stride-2 convs / sub-pixel upsampling (faster) instead of pool / repeat
+    )
     unimix: float = 0.01  # uniform mix of the latent categoricals
     free_nats: float = 1.0
     dyn_scale: float = 0.5  # dynamics KL weight (eq. 5; the reference's configs.yaml now uses 1.0)

@@ -55,11 +55,12 @@ class Disagreement:
     lr: float = 1e-3
     batch_size: int = 256
     epochs: int = 1
+    torso: str = "default"  # "rlexplore" (grids): the random embedding is MinigridEncoder(features)
 
     reads = frozenset({"obs", "action", "next_obs"})
 
     def _embedding(self, obs_shape):
-        return Embedding(tuple(obs_shape), (256,), self.features) if self.features else None
+        return Embedding(tuple(obs_shape), (256,), self.features, torso=self.torso) if self.features else None
 
     def init(self, key, spec):
         k_embed, k_models = jax.random.split(key)

@@ -170,6 +170,12 @@ class NGU(_InverseDynamicsTerm):
     max_modulator: float = 5.0  # L
     rnd: RND = RND()
 
+    @property
+    def warmup_steps(self) -> int:
+        """Its RND's: the life-long modulator's observation statistics warm up on random steps
+        (the Shaper's ``warm_up`` reaches them through :meth:`prepare`)."""
+        return self.rnd.warmup_steps if self.lifelong else 0
+
     def init(self, key, spec):
         k_net, k_rnd = jax.random.split(key)
         params, opt = self._init_params(k_net, spec)

@@ -40,9 +40,12 @@ class ICMNets(nn.Module):
     hidden: tuple[int, ...]
     features: int
     action_dim: int
+    torso: str = "default"
 
     def setup(self):
-        self.dynamics = InverseDynamics(self.obs_shape, self.hidden, self.features, self.action_dim)
+        self.dynamics = InverseDynamics(
+            self.obs_shape, self.hidden, self.features, self.action_dim, self.torso
+        )
         self.forward_model = MLP(self.hidden, self.features, nn.relu)
 
     def __call__(self, obs, next_obs, action_in):
@@ -60,11 +63,12 @@ class ICM:
     lr: float = 1e-3
     batch_size: int = 256  # minibatch of the module's training (the reference's DataLoader)
     epochs: int = 1  # passes over each batch
+    torso: str = "default"  # "rlexplore" (grids): RLeXplore's MinigridEncoder(features) is phi
 
     reads = frozenset({"obs", "action", "next_obs"})
 
     def net(self, obs_shape, action_dim: int) -> ICMNets:
-        return ICMNets(tuple(obs_shape), tuple(self.hidden), self.features, action_dim)
+        return ICMNets(tuple(obs_shape), tuple(self.hidden), self.features, action_dim, self.torso)
 
     def init(self, key, spec):
         fields = spec_fields(spec)

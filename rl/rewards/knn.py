@@ -34,11 +34,12 @@ class RE3:
     features: int = 128  # random encoder output
     hidden: tuple[int, ...] = (256,)
     memory: int = 1000  # per-env embeddings kept across PPO's rollouts
+    torso: str = "default"  # "rlexplore" (grids): the random encoder is MinigridEncoder(features)
 
     reads = frozenset({"obs"})
 
     def encoder(self, obs_shape) -> Embedding:
-        return Embedding(tuple(obs_shape), tuple(self.hidden), self.features)
+        return Embedding(tuple(obs_shape), tuple(self.hidden), self.features, torso=self.torso)
 
     def init(self, key, spec):
         obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)

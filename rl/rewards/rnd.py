@@ -47,6 +47,7 @@ class RND:
     batch_size: int = 256
     epochs: int = 1
     warmup_steps: int = 0  # random-action steps per env initializing the statistics (paper: 6400)
+    torso: str = "default"  # "rlexplore" (grids): target and predictor are MinigridEncoder(features)
 
     reads = frozenset({"obs", "next_obs"})
 
@@ -56,8 +57,10 @@ class RND:
 
     def nets(self, obs_shape):
         hidden, scale = tuple(self.hidden), self.obs_norm == "none"
-        target = Embedding(tuple(obs_shape), hidden, self.features, scale=scale)
-        predictor = Embedding(tuple(obs_shape), hidden + hidden[-1:], self.features, scale=scale)
+        target = Embedding(tuple(obs_shape), hidden, self.features, scale=scale, torso=self.torso)
+        predictor = Embedding(
+            tuple(obs_shape), hidden + hidden[-1:], self.features, scale=scale, torso=self.torso
+        )
         return target, predictor
 
     def init(self, key, spec):
