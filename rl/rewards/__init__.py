@@ -18,6 +18,7 @@ from rl.rewards.episodic import E3B, NGU
 from rl.rewards.icm import ICM
 from rl.rewards.knn import RE3, StateEntropy
 from rl.rewards.latent import LatentDisagreement
+from rl.rewards.preference import PreferenceReward, Teacher
 from rl.rewards.registry import TERMS, kind_of, register, resolve
 from rl.rewards.rnd import RND
 from rl.rewards.schedules import Constant, Decay, Linear
@@ -35,6 +36,7 @@ for _name, _cls in {
     "e3b": E3B,
     "disagreement": Disagreement,
     "plan2explore": LatentDisagreement,
+    "preference": PreferenceReward,
     "re3": RE3,
     "state_entropy": StateEntropy,
 }.items():
@@ -57,6 +59,7 @@ __all__ = [
     "LatentDisagreement",
     "Linear",
     "PotentialShaping",
+    "PreferenceReward",
     "Rewards",
     "RunningStats",
     "Shaper",
@@ -64,6 +67,7 @@ __all__ = [
     "ShaperState",
     "StateEntropy",
     "Stream",
+    "Teacher",
     "Term",
     "from_config",
     "kind_of",

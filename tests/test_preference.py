@@ -1,0 +1,180 @@
+"""Preference-based reward learning (rl.rewards.preference) against numpy transcriptions of
+B-Pref's reward_model.py (rll-research/BPref): the Bradley-Terry loss and its gradient, the
+scripted teachers' get_label, query selection, and recovery of a known reward."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rl import envs
+from rl.rewards.preference import (
+    EQUAL,
+    TEACHERS,
+    PreferenceReward,
+    Teacher,
+    append_labels,
+    bradley_terry_loss,
+    read_labels,
+    teacher_margin,
+)
+
+
+def test_bradley_terry_loss_and_gradient_match_numpy_with_equal_labels():
+    ret1 = np.array([0.3, -1.2, 2.0, 0.0])
+    ret2 = np.array([1.1, -0.4, -3.0, 0.0])
+    label = np.array([1.0, 0.0, 0.5, 0.5])
+    z = np.stack([ret1, ret2], -1)
+    logp = z - np.logaddexp(z[:, :1], z[:, 1:])
+    target = np.stack([1 - label, label], -1)  # B-Pref's one-hot, 0.5 / 0.5 for equal (softXEnt)
+    np.testing.assert_allclose(bradley_terry_loss(ret1, ret2, label), -(target * logp).sum(-1), rtol=1e-6)
+    g1, g2 = jax.grad(lambda a, b: bradley_terry_loss(a, b, label).sum(), argnums=(0, 1))(ret1, ret2)
+    p = np.exp(logp)
+    np.testing.assert_allclose(g1, p[:, 0] - target[:, 0], rtol=1e-5)  # softmax minus target
+    np.testing.assert_allclose(g2, p[:, 1] - target[:, 1], rtol=1e-5)
+
+
+def np_get_label(r_t_1, r_t_2, beta, gamma, eps_mistake, thres_skip, thres_equal, rng):
+    """B-Pref's RewardModel.get_label, transcribed (its loops kept), on [N, H] rewards; the
+    Bernoulli draw as a uniform comparison from ``rng``, then the mistake draw, as ours."""
+    sum_r_t_1, sum_r_t_2 = r_t_1.sum(1), r_t_2.sum(1)
+    keep = np.ones(len(sum_r_t_1), bool)
+    if thres_skip > 0:
+        keep = np.maximum(sum_r_t_1, sum_r_t_2) > thres_skip
+        r_t_1, r_t_2 = r_t_1[keep], r_t_2[keep]
+        sum_r_t_1, sum_r_t_2 = r_t_1.sum(1), r_t_2.sum(1)
+    margin_index = np.abs(sum_r_t_1 - sum_r_t_2) < thres_equal
+    temp_1, temp_2 = r_t_1.copy(), r_t_2.copy()
+    for index in range(r_t_1.shape[1] - 1):
+        temp_1[:, : index + 1] *= gamma
+        temp_2[:, : index + 1] *= gamma
+    s1, s2 = temp_1.sum(1), temp_2.sum(1)
+    rational = 1.0 * (s1 < s2)
+    if beta > 0:
+        z = beta * np.stack([s1, s2], -1)
+        ent = np.exp(z[:, 1]) / np.exp(z).sum(-1)
+        labels = 1.0 * (rng.random(len(ent)) < ent)
+    else:
+        labels = rational
+    noise = rng.random(len(labels)) <= eps_mistake
+    labels[noise] = 1 - labels[noise]
+    labels[margin_index] = -1
+    return keep, labels
+
+
+@pytest.mark.parametrize("name", sorted(TEACHERS))
+def test_each_teacher_matches_b_prefs_get_label(name):
+    rng = np.random.default_rng(0)
+    r1, r2 = rng.uniform(0, 1, (400, 50)), rng.uniform(0, 1, (400, 50))
+    r2[:40] = r1[:40] + 1e-3  # nearly equal pairs
+    r1[40:80] *= 0.05  # low-return pairs (skip)
+    r2[40:80] *= 0.05
+    margin = teacher_margin([500.0] * 12, 50, 1000)  # 25: the returns' scale over 50 steps
+    t = TEACHERS[name]
+    keep, labels = t.label(r1, r2, margin, np.random.default_rng(1))
+    ref_keep, ref = np_get_label(r1, r2, t.beta, t.gamma, t.eps_mistake, t.eps_skip * margin,
+                                 t.eps_equal * margin, np.random.default_rng(1))  # fmt: skip
+    np.testing.assert_array_equal(keep, ref_keep)
+    np.testing.assert_array_equal(labels, np.where(ref == -1, EQUAL, ref))
+    if name == "skip":
+        assert not keep[40:80].any() and keep[80:].all()
+    if name == "equal":
+        assert (labels[:40] == EQUAL).all()
+    if name == "mistake":
+        oracle = TEACHERS["oracle"].label(r1, r2, margin, np.random.default_rng(1))[1]
+        assert 0.05 < np.mean(labels != oracle) < 0.15
+
+
+def test_the_myopic_teacher_weighs_step_k_by_gamma_to_the_steps_after_it():
+    r1 = np.zeros((1, 4))
+    r1[0, 0] = 10.0  # early reward: weighted 0.5^3
+    r2 = np.zeros((1, 4))
+    r2[0, 3] = 2.0  # late reward: weighted 1
+    assert Teacher(gamma=0.5).label(r1, r2, 0.0, np.random.default_rng(0))[1][0] == 1.0  # 1.25 < 2
+    assert Teacher().label(r1, r2, 0.0, np.random.default_rng(0))[1][0] == 0.0  # 10 > 2
+
+
+def _spec():
+    return envs.make_spec("gym:Pendulum-v1", 1, 0)  # obs 3, action 1
+
+
+def test_query_selection_picks_the_pairs_the_members_disagree_on_and_the_most_uncertain():
+    """Linear members that agree on feature 1 and disagree in sign on feature 0: the pairs whose
+    segments differ in feature 0 have the largest disagreement; identical segments (p = 0.5 for
+    every member) the largest entropy."""
+    term = PreferenceReward(hidden=(), segment=2, capacity=8)
+    state = term.init(jax.random.PRNGKey(0), _spec())
+    kernel = np.zeros((3, 4, 1), np.float32)
+    kernel[:, 1, 0] = 0.5  # every member: +feature 1
+    kernel[:, 0, 0] = [1.0, 1.0, -1.0]  # feature 0: the third member disagrees
+    state = state.replace(params={"Dense_0": {"kernel": jnp.asarray(kernel), "bias": jnp.zeros((3, 1))}})
+    obs = np.zeros((10, 2, 2, 3), np.float32)
+    obs[:, 1, :, 1] = np.linspace(0.1, 1.0, 10)[:, None]  # every pair differs in feature 1...
+    obs[[2, 5, 7], 1, :, 0] = 1.0  # ...and these also in feature 0
+    obs[[0, 9], 1] = obs[[0, 9], 0]  # identical segments
+    action = np.zeros((10, 2, 2, 1), np.float32)
+    pick = jax.jit(term.select, static_argnums=(3, 4))
+    assert sorted(np.asarray(pick(state, obs, action, 3, "disagreement")).tolist()) == [2, 5, 7]
+    assert sorted(np.asarray(pick(state, obs, action, 2, "entropy")).tolist()) == [0, 9]
+    assert np.asarray(pick(state, obs, action, 4, "uniform")).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="query selection"):
+        term.select(state, obs, action, 2, "kcenter")
+
+
+def test_the_reward_model_recovers_a_linear_reward_from_oracle_labels():
+    """600 oracle-labelled pairs of 50-step segments (B-Pref's length) of a linear reward of
+    (s, a): the ensemble's mean reward orders >= 95% of held-out pairs right; the fit stops at
+    97% training accuracy, before its 50 passes."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=4)
+
+    def pairs(n):
+        obs = rng.uniform(-1, 1, (n, 2, 50, 3)).astype(np.float32)
+        action = rng.uniform(-1, 1, (n, 2, 50, 1)).astype(np.float32)
+        r = np.concatenate([obs, action], -1) @ w
+        return obs, action, TEACHERS["oracle"].label(r[:, 0], r[:, 1], 0.0, rng)[1]
+
+    term = PreferenceReward(hidden=(64, 64), lr=1e-3, segment=50, capacity=600)
+    state = term.init(jax.random.PRNGKey(0), _spec())
+    untrained = jax.tree.map(jnp.copy, state.params)
+    fit = jax.jit(term.fit)
+    same, m = fit(state, None, jax.random.PRNGKey(1))  # no labels yet: nothing moves
+    assert int(m["epochs"]) == 0 and all(
+        bool((a == b).all()) for a, b in zip(jax.tree.leaves(same.params), jax.tree.leaves(untrained))
+    )
+    state = jax.jit(term.add_labels)(state, *map(jnp.asarray, pairs(600)))
+    state, m = fit(state, None, jax.random.PRNGKey(1))
+    assert float(m["accuracy"]) > 0.97 and 0 < int(m["epochs"]) < 50
+    held = float(term.accuracy(state, *map(jnp.asarray, pairs(500))))
+    assert held >= 0.95, held
+    # the term's reward is the members' mean, per step
+    from rl import batch as batch_lib
+
+    obs, action = jnp.zeros((4, 3)), jnp.ones((4, 1))
+    r = term.reward(state, batch_lib.transitions(obs, action, jnp.zeros(4), obs, jnp.zeros(4), jnp.zeros(4)))
+    np.testing.assert_allclose(r, term.member_rewards(state, state.params, obs, action).mean(0), rtol=1e-6)
+
+
+def test_the_label_buffer_keeps_the_budget_and_drops_the_rest():
+    term = PreferenceReward(hidden=(8,), segment=2, capacity=3)
+    state = term.init(jax.random.PRNGKey(0), _spec())
+    add = jax.jit(term.add_labels)
+    obs = jnp.arange(2 * 2 * 2 * 3, dtype=jnp.float32).reshape(2, 2, 2, 3)
+    state = add(state, obs, jnp.zeros((2, 2, 2, 1)), jnp.array([1.0, 0.0]))
+    state = add(state, obs + 100, jnp.zeros((2, 2, 2, 1)), jnp.array([0.5, 1.0]))
+    assert int(state.fixed["count"]) == 3
+    np.testing.assert_array_equal(state.fixed["label"], [1.0, 0.0, 0.5])
+    assert float(state.fixed["obs"][2, 0, 0, 0]) == 100.0  # the third pair is the second call's first
+
+
+def test_labels_file_appends_and_reads_back_ignoring_a_torn_line(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    rows = [{"step": 10, "pair": [[0, 3], [1, 7]], "episodes": [0, 1], "label": 1, "by": "oracle"}]
+    append_labels(path, rows)
+    append_labels(path, [{**rows[0], "step": 20, "label": 0.5}])
+    with open(path, "a") as f:
+        f.write('{"step": 30, "pa')  # a crash mid-write
+    assert [r["step"] for r in read_labels(path)] == [10, 20] and read_labels(tmp_path / "none") == []
+    assert json.loads(path.read_text().splitlines()[1])["label"] == 0.5
