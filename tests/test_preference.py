@@ -178,3 +178,87 @@ def test_labels_file_appends_and_reads_back_ignoring_a_torn_line(tmp_path):
         f.write('{"step": 30, "pa')  # a crash mid-write
     assert [r["step"] for r in read_labels(path)] == [10, 20] and read_labels(tmp_path / "none") == []
     assert json.loads(path.read_text().splitlines()[1])["label"] == 0.5
+
+
+# -- PEBBLE on SAC ---------------------------------------------------------------------------
+
+
+def test_the_pebble_preset_switches_from_state_entropy_to_the_learned_reward_at_10k():
+    from rl import config as config_lib
+    from rl.agents import sac
+
+    cfg = config_lib.build(sac.Config, ["pebble"], {"env": "dmc:walker-walk"})
+    shaper = sac.build_shaper(cfg)
+    names = [s.name for s in shaper.streams]
+    assert names == ["extrinsic", "state_entropy", "preference"] and cfg.reset_critic_at == 10_000
+    w = {s.name: (float(s.weight(9_999)), float(s.weight(10_000))) for s in shaper.streams}
+    assert w == {"extrinsic": (0.0, 0.0), "state_entropy": (1.0, 0.0), "preference": (0.0, 1.0)}
+    pref = shaper.streams[2].term
+    assert (pref.feedback_start, pref.feedback_every, pref.per_session, pref.capacity) == (
+        10_000,
+        20_000,
+        100,
+        1000,
+    )
+    assert (pref.members, pref.hidden, pref.lr, pref.segment) == (3, (256, 256, 256), 3e-4, 50)  # B-Pref's
+
+
+def test_reset_critic_restarts_the_critic_its_target_and_its_optimizer():
+    from rl import config as config_lib
+    from rl.agents import sac
+
+    cfg = config_lib.build(sac.Config, overrides={"env": "gym:Pendulum-v1", "hidden": [8, 8]})
+    spec = envs.make_spec(cfg.env, 1, 0)
+    state = jax.jit(lambda k: sac.init(cfg, spec, k))(
+        jax.random.PRNGKey(0)
+    )  # one program: eager init is slow
+    state = state._replace(critic_opt=jax.tree.map(lambda x: x + 1, state.critic_opt))
+    new = jax.jit(lambda s: sac.reset_critic(cfg, spec, s))(state)
+    moved = jax.tree_util.tree_leaves_with_path(
+        jax.tree.map(lambda a, b: bool((a != b).any()), new.critic, state.critic)
+    )
+    assert all(
+        m for path, m in moved if "kernel" in jax.tree_util.keystr(path)
+    )  # fresh weights (biases start at 0)
+    assert all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(new.target), jax.tree.leaves(new.critic)))
+    assert all(bool((x == 0).all()) for x in jax.tree.leaves(new.critic_opt))  # Adam's moments and count
+    assert all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(new.actor), jax.tree.leaves(state.actor)))
+
+
+def test_pebble_on_pendulum_queries_labels_fits_and_relabels_at_sample_time(tmp_path):
+    """Sessions at 100, 200 and 300 env steps (4 queries each, a budget of 10): the labels file
+    holds them with their steps, the term's buffer is full, its fit ran; the Shaper's reward
+    of a replay sample is then the learned one while the replay keeps the env's rewards."""
+    from rl import checkpoint
+    from rl import config as config_lib
+    from rl.agents import sac
+
+    streams = {
+        "state_entropy": {"weight": 1.0, "stop": 100, "k": 3},
+        "preference": {"start": 100, "feedback_start": 100, "feedback_every": 100, "per_session": 4,
+                       "capacity": 10, "segment": 10, "hidden": [16], "query": "disagreement"},
+    }  # fmt: skip
+    over = {"env": "gym:Pendulum-v1", "hidden": [16, 16], "batch_size": 32, "learning_starts": 50,
+            "total_steps": 300, "reset_critic_at": 100, "eval_episodes": 1, "log_every": 100,
+            "checkpoint_every": 300, "runs_dir": str(tmp_path), "experiment": "p", "run_name": "r",
+            "shaper": {"terms": ["state_entropy", "preference"], "extrinsic": {"weight": 0.0}, "streams": streams}}  # fmt: skip
+    cfg = config_lib.build(sac.Config, overrides=over)
+    sac.train(cfg)
+    run = tmp_path / "p" / "r"
+    rows = read_labels(run / "labels.jsonl")
+    assert [r["step"] for r in rows] == [100] * 4 + [200] * 4 + [300] * 2
+    assert all(r["by"] == "oracle" and r["label"] in (0.0, 1.0) and len(r["episodes"]) == 2 for r in rows)
+    metrics = [json.loads(x) for x in open(run / "metrics.jsonl")]
+    assert any("reward/preference/accuracy" in m for m in metrics)
+    spec = envs.make_spec(cfg.env, 1, 0)
+    shaper = sac.build_shaper(cfg)
+    template = sac.init(cfg, spec, jax.random.PRNGKey(0), shaper)
+    state, _, replay, rstate, _ = checkpoint.load(
+        checkpoint.latest(run / "checkpoints"), template, sac.init_loop(cfg, spec)
+    )
+    term_state = state.shaper.terms["preference"]
+    assert int(term_state.fixed["count"]) == 10
+    batch = replay.sample(rstate, jax.random.PRNGKey(5), 64)
+    learned = shaper.streams[2].term.reward(term_state, batch)
+    np.testing.assert_allclose(shaper(state.shaper, batch, 300).total, learned, rtol=1e-5)
+    assert float(jnp.max(batch.reward)) <= 0.0 and float(jnp.abs(learned).max()) < 1.0  # stored: Pendulum's

@@ -49,6 +49,7 @@ from rl.replay import Replay
 from rl.returns import n_step_return
 from rl.rewards import Shaper, from_config
 from rl.rewards.annotate import EpisodeAnnotator
+from rl.rewards.feedback import Feedback
 from rl.runs import Run, print_result
 
 
@@ -71,6 +72,9 @@ class Config(Common):
     target_entropy: float | None = None  # None: -dim(A), the paper's heuristic
     log_std_min: float = -20.0  # policy log std clip, as in the reference implementation
     log_std_max: float = 2.0
+    reset_critic_at: int = (
+        0  # env step at which critic, target and critic optimizer restart (PEBBLE; 0: never)
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -181,6 +185,18 @@ def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> 
         key=key,
         step=jnp.int32(0),
         updates=jnp.int32(0),
+    )
+
+
+def reset_critic(cfg: Config, spec: envs.EnvSpec, state: State) -> State:
+    """Fresh critic, target and critic optimizer (PEBBLE, Lee et al. 2021, sec. 4: after the
+    unsupervised pre-training, whose Q values estimate a reward no longer trained on)."""
+    key, k = jax.random.split(state.key)
+    obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+    critic = networks(cfg, spec)[1].init(k, obs, jnp.zeros((1, *spec.action_shape), jnp.float32))["params"]
+    c_opt = optimizers(cfg)[1]
+    return state._replace(
+        critic=critic, target=jax.tree.map(jnp.copy, critic), critic_opt=c_opt.init(critic), key=key
     )
 
 
@@ -406,6 +422,8 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         action = np.asarray(act(cfg, spec, state, jnp.asarray(obs), k0))
     every = updates_per_call(cfg)[1]
     described = {"shaper": shaper.describe()}
+    # preference streams' feedback sessions (PEBBLE): labels into the run's labels.jsonl
+    feedback = Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed)
 
     def save():
         return run.save_checkpoint(step, state, replay, rstate, loop={"obs": obs}, **described)
@@ -434,7 +452,13 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
             rstate = write_annotations(replay, rstate, annotator, obs, reward, terminated | truncated)
             life.add(out)
             obs = next_obs
-            step += cfg.num_envs
+            before, step = step, step + cfg.num_envs
+            if before < cfg.reset_critic_at <= step:
+                state = reset_critic(cfg, spec, state)
+            if feedback:
+                shaper_state, m = feedback.after(state.shaper, rstate, before, step, info["episodes"])
+                state = state._replace(shaper=shaper_state)
+                life.add(m)
             life.after(step, info["episodes"])
         summary = life.finish(step)
     finally:

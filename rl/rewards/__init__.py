@@ -21,7 +21,7 @@ from rl.rewards.latent import LatentDisagreement
 from rl.rewards.preference import PreferenceReward, Teacher
 from rl.rewards.registry import TERMS, kind_of, register, resolve
 from rl.rewards.rnd import RND
-from rl.rewards.schedules import Constant, Decay, Linear
+from rl.rewards.schedules import Constant, Decay, Linear, Window
 from rl.rewards.shaper import FUSIONS, Rewards, Shaper, ShaperState, Stream
 from rl.rewards.smoothing import DreamSmooth
 from rl.rewards.stats import RunningStats
@@ -69,6 +69,7 @@ __all__ = [
     "Stream",
     "Teacher",
     "Term",
+    "Window",
     "from_config",
     "kind_of",
     "register",

@@ -18,13 +18,15 @@ from typing import Literal
 
 from rl import config as config_lib
 from rl.rewards import registry
-from rl.rewards.schedules import Decay
+from rl.rewards.schedules import Decay, Window
 from rl.rewards.shaper import Shaper, Stream
 from rl.rewards.smoothing import DreamSmooth
 from rl.rewards.term import Extrinsic
 
-STREAM_KEYS = ("kind", "weight", "decay", "normalize", "symlog", "clip")
-STREAM_DEFAULTS = {"weight": 0.01, "decay": 0.0, "normalize": "std", "symlog": False, "clip": None}
+STREAM_KEYS = ("kind", "weight", "decay", "start", "stop", "normalize", "symlog", "clip")
+STREAM_DEFAULTS = {
+    "weight": 0.01, "decay": 0.0, "start": 0, "stop": 0, "normalize": "std", "symlog": False, "clip": None,
+}  # fmt: skip
 EXTRINSIC_DEFAULTS = {**STREAM_DEFAULTS, "weight": 1.0, "normalize": "none"}
 
 
@@ -63,7 +65,13 @@ class ShaperConfig:
             raise config_lib.ConfigError(f"shaper: {e}") from None
 
 
-def _schedule(weight, decay):
+def _schedule(weight, decay, start=0, stop=0):
+    """A stream's weight: a number, ``decay`` (beta (1 - kappa)^t) or a ``start`` / ``stop``
+    window of env steps (the weight inside, 0 outside)."""
+    if (start or stop) and decay:
+        raise config_lib.ConfigError("a stream takes decay or a start / stop window, not both")
+    if start or stop:
+        return Window(float(weight), int(start), int(stop))
     return Decay(float(weight), float(decay)) if decay else float(weight)
 
 
@@ -72,7 +80,7 @@ def _stream(name: str, term, options: dict, defaults: dict) -> Stream:
     return Stream(
         name,
         term,
-        weight=_schedule(opts["weight"], opts["decay"]),
+        weight=_schedule(opts["weight"], opts["decay"], opts["start"], opts["stop"]),
         normalize=str(opts["normalize"]),
         symlog=bool(opts["symlog"]),
         clip=None if opts["clip"] is None else float(opts["clip"]),

@@ -136,6 +136,13 @@ class PreferenceReward:
     batch_size: int = 128
     epochs: int = 50  # most passes over the labels per fit (B-Pref's reward_update for DMC)
     stop_accuracy: float = 0.97
+    # feedback sessions (host side, ``rl.rewards.feedback``), in env steps
+    teacher: str = "oracle"  # a name of TEACHERS (scripted, on the true env reward)
+    query: str = "disagreement"  # uniform | disagreement | entropy (the first session: uniform)
+    feedback_start: int = 0  # env step of the first session (PEBBLE: after its unsupervised phase)
+    feedback_every: int = 20_000  # env steps between sessions
+    per_session: int = 100  # queries per session (B-Pref's reward_batch)
+    large_batch: int = 10  # candidates per query for disagreement / entropy selection
 
     intrinsic = False
     stream_defaults = {"weight": 1.0, "normalize": "none"}
@@ -143,6 +150,12 @@ class PreferenceReward:
     def __post_init__(self):
         if self.inputs not in ("obs_action", "obs"):
             raise ValueError(f"preference inputs={self.inputs!r}; choices: obs_action, obs")
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"preference teacher={self.teacher!r}; choices: {', '.join(TEACHERS)}")
+        if self.query not in SELECTORS:
+            raise ValueError(f"preference query={self.query!r}; choices: {', '.join(SELECTORS)}")
+        if self.feedback_every < 1 or self.per_session < 1 or self.large_batch < 1:
+            raise ValueError("preference feedback_every, per_session and large_batch must be >= 1")
 
     @property
     def reads(self) -> frozenset[str]:
@@ -316,9 +329,9 @@ class PreferenceReward:
 
 def append_labels(path, rows: list[dict]) -> None:
     """Append label records to ``labels.jsonl`` (flushed and synced: a crash loses none written).
-    A record: ``{"step": env step, "pair": [[env, start], [env, start]] (replay positions of the
-    two segments' first steps), "episodes": [id, id], "label": 0 | 1 | 0.5, "by": teacher name,
-    a file, or "human"}``."""
+    A record: ``{"step": env step of the session, "episodes": [id, id] and "starts": [step, step]
+    (the two segments: replay episode ids and their first steps in the episode), "label": 0 (the
+    first preferred) | 1 (the second) | 0.5 (equal), "by": the teacher's name}``."""
     path = Path(path)
     with open(path, "a") as f:
         for r in rows:

@@ -48,8 +48,23 @@ class Decay:
         return self.beta * jnp.exp(jnp.asarray(t, jnp.float32) * math.log1p(-self.kappa))
 
 
-Schedule = Constant | Linear | Decay
+@dataclass(frozen=True)
+class Window:
+    """``value`` for ``start <= t < stop`` env steps, 0 outside (``stop`` 0: no end): PEBBLE's
+    phases, the state-entropy bonus before its unsupervised steps end, the learned reward after."""
+
+    value: float
+    start: int = 0
+    stop: int = 0
+
+    def __call__(self, t):
+        t = jnp.asarray(t, jnp.int32)
+        on = (t >= self.start) & ((t < self.stop) if self.stop else True)
+        return jnp.where(on, jnp.float32(self.value), jnp.float32(0.0))
+
+
+Schedule = Constant | Linear | Decay | Window
 
 
 def as_schedule(weight) -> Schedule:
-    return weight if isinstance(weight, (Constant, Linear, Decay)) else Constant(float(weight))
+    return weight if isinstance(weight, (Constant, Linear, Decay, Window)) else Constant(float(weight))

@@ -1,0 +1,107 @@
+"""Feedback sessions of the preference terms (``rl.rewards.preference``), on the host between
+env steps: B-Pref's ``learn_reward`` (rll-research/BPref ``train_PEBBLE.py``).
+
+Every ``feedback_every`` env steps from ``feedback_start`` on, until the term's label budget
+(``capacity``) is spent: draw ``per_session`` x ``large_batch`` candidate pairs of segments
+from the replay (``Replay.sample_segments``; the first session: ``per_session`` uniform
+pairs), keep the ``per_session`` its ``query`` rule selects, label them with the teacher on
+the true env rewards the replay stored, append the labels to the run's ``labels.jsonl``, add
+them to the term's buffer and fit it. The agent's next samples are relabeled by the Shaper:
+rewards are computed at sample time, so nothing stored changes.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rl.rewards.preference import TEACHERS, PreferenceReward, append_labels, teacher_margin
+
+
+class Feedback:
+    """The sessions of every preference stream of ``shaper`` for one agent's replay."""
+
+    def __init__(self, shaper, replay, labels_path, episode_length: int | None, seed: int = 0):
+        self.streams = [s for s in shaper.streams if isinstance(s.term, PreferenceReward)]
+        self.replay, self.labels_path = replay, labels_path
+        self.episode_length = episode_length or 1000
+        self.seed = seed
+        # true episode returns seen (the teachers' margin; a resumed run starts them afresh)
+        self.returns: list[float] = []
+        self._sample = jax.jit(replay.sample_segments, static_argnums=(2, 3))
+        self._select = {s.name: jax.jit(s.term.select, static_argnums=(3, 4)) for s in self.streams}
+        self._add = {s.name: jax.jit(s.term.add_labels) for s in self.streams}
+        self._fit = {s.name: jax.jit(partial(s.term.fit, data=None)) for s in self.streams}
+
+    def __bool__(self):
+        return bool(self.streams)
+
+    def due(self, term: PreferenceReward, before: int, after: int) -> bool:
+        """Whether a session of ``term`` falls in (before, after]."""
+        if after < term.feedback_start:
+            return False
+        k = lambda t: (t - term.feedback_start) // term.feedback_every  # noqa: E731
+        return before < term.feedback_start <= after or k(after) > k(before)
+
+    def after(self, shaper_state, rstate, before: int, after: int, episodes) -> tuple[object, dict]:
+        """Run the sessions due between env steps ``before`` and ``after``; ``episodes``: the
+        episodes that just ended (their true returns set the teachers' thresholds). Randomness
+        comes from (seed, step, stream), so a resumed run draws what the first run would have."""
+        self.returns += [float(np.sum(e["return"])) for e in episodes]
+        metrics = {}
+        for i, s in enumerate(self.streams):
+            if self.due(s.term, before, after):
+                key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.seed), after), i)
+                rng = np.random.default_rng([self.seed, after, i])
+                shaper_state, m = self.session(s, shaper_state, rstate, key, after, rng)
+                metrics.update(m)
+        return shaper_state, metrics
+
+    def session(self, stream, shaper_state, rstate, key, step: int, rng) -> tuple[object, dict]:
+        term, name = stream.term, stream.name
+        state = shaper_state.terms[name]
+        room = term.capacity - int(state.fixed["count"])
+        n = min(term.per_session, room)
+        if n <= 0:
+            return shaper_state, {}
+        first = int(state.fixed["count"]) == 0
+        how = "uniform" if first else term.query
+        m = n if how == "uniform" else n * term.large_batch
+        k_seg, k_fit = jax.random.split(key)
+        seg = self._sample(rstate, k_seg, 2 * m, term.segment)
+        if not bool(np.asarray(seg["valid"]).all()):
+            return shaper_state, {f"reward/{name}/queries": 0}  # no two full segments stored yet
+        pair = lambda x: x.reshape(m, 2, *x.shape[1:])  # noqa: E731
+        obs, action = pair(seg["obs"]), pair(seg["action"])
+        pick = np.asarray(self._select[name](state, obs, action, n, how))
+        reward = np.asarray(pair(seg["reward"]))[pick]
+        margin = teacher_margin(self.returns, term.segment, self.episode_length)
+        keep, labels = TEACHERS[term.teacher].label(reward[:, 0], reward[:, 1], margin, rng)
+        chosen = pick[keep]
+        episodes, starts = (np.asarray(pair(seg[k]))[chosen] for k in ("segment_episode", "start"))
+        append_labels(
+            self.labels_path,
+            [
+                {
+                    "step": step,
+                    "episodes": e.tolist(),
+                    "starts": st.tolist(),
+                    "label": float(y),
+                    "by": term.teacher,
+                }
+                for e, st, y in zip(episodes, starts, labels)
+            ],
+        )
+        if len(chosen):
+            state = self._add[name](state, obs[chosen], action[chosen], jnp.asarray(labels, jnp.float32))
+            state, fit = self._fit[name](state, key=k_fit)
+        else:
+            fit = {}
+        out = {
+            f"reward/{name}/queries": len(chosen),
+            **{f"reward/{name}/{k}": float(v) for k, v in fit.items()},
+        }
+        return shaper_state.replace(terms={**shaper_state.terms, name: state}), out
