@@ -176,7 +176,9 @@ def test_a_reward_experiment_runs_end_to_end_at_smoke_budget(tmp_path):
     metrics = [
         json.loads(x) for x in open(root / "icm__minigrid-MiniGrid-DoorKey-8x8-v0__s0" / "metrics.jsonl")
     ]
-    assert any("reward/icm_norm" in m for m in metrics)  # the arm's Shaper trained (fusions: unit tests above)
+    assert any(
+        "reward/icm_norm" in m for m in metrics
+    )  # the arm's Shaper trained (fusions: unit tests above)
     assert "| icm | minigrid:MiniGrid-DoorKey-8x8-v0 | 1 |" in (root / "report.md").read_text()
     # a rerun finds the finished run and launches nothing new
     written = (root / "icm__minigrid-MiniGrid-DoorKey-8x8-v0__s0" / "metrics.jsonl").read_bytes()

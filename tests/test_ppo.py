@@ -314,7 +314,7 @@ def test_schedules_count_env_steps_under_ppo_and_sac():
 
     b = batch_lib.transitions(jnp.ones((4, 3)), jnp.zeros((4, 1)), jnp.zeros(4), jnp.ones((4, 3)),
                               np.zeros(4, bool), np.zeros(4, bool))  # fmt: skip
-    _, sm = sac.update(scfg, sspec, sac.build_shaper(scfg, shaper), sstate, b)
+    _, sm = jax.jit(lambda s, b: sac.update(scfg, sspec, sac.build_shaper(scfg, shaper), s, b))(sstate, b)
     assert float(sm["reward/bonus_weight"]) == pytest.approx(float(m["reward/bonus_weight"]))
 
 

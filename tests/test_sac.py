@@ -77,7 +77,7 @@ def test_critic_loss_matches_numpy_on_a_tiny_batch():
         "terminated": np.array([0, 1, 0, 0, 1], bool),
     }
     batch = batch_lib.transitions(**raw, truncated=np.zeros(B, bool))
-    _, metrics = sac.update(cfg, spec, Shaper(), state, batch)
+    _, metrics = jax.jit(lambda s, b: sac.update(cfg, spec, Shaper(), s, b))(state, batch)
     batch = raw
 
     # the same computation in numpy, with the update's next-action noise
@@ -189,7 +189,8 @@ def test_the_critic_trains_on_the_shaper_total_not_the_env_reward():
         shaper = sac.build_shaper(
             cfg, Shaper((Stream("extrinsic", Extrinsic()), Stream("b", ObsBonus(), weight=w)))
         )
-        new, m = sac.update(cfg, spec, shaper, sac.init(cfg, spec, jax.random.PRNGKey(0), shaper), batch)
+        state = sac.init(cfg, spec, jax.random.PRNGKey(0), shaper)
+        new, m = jax.jit(lambda s, b, shaper=shaper: sac.update(cfg, spec, shaper, s, b))(state, batch)
         out[w] = (float(m["sac/target"]), jax.tree.leaves(new.critic))
     shift = float(np.mean(np.asarray(batch.obs)[:, 0]))
     assert out[1.0][0] - out[0.0][0] == pytest.approx(shift, rel=1e-4)  # the target moved by the bonus

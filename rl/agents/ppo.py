@@ -205,10 +205,15 @@ def build_shaper(cfg: Config, shaper: Shaper | None = None) -> Shaper:
 def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
     shaper = build_shaper(cfg, shaper)
     k_net, k_shaper, key = jax.random.split(key, 3)
-    params = network(cfg, spec).init(k_net, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))["params"]
+
+    def nets(k):  # one program: an eager init compiles op by op
+        params = network(cfg, spec).init(k, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))["params"]
+        return params, optimizer(cfg).init(params)
+
+    params, opt = jax.jit(nets)(k_net)
     return State(
         params=params,
-        opt=optimizer(cfg).init(params),
+        opt=opt,
         shaper=shaper.init(k_shaper, spec),
         return_stats=RunningStats.zeros(),
         returns=jnp.zeros((spec.num_envs,), jnp.float32),

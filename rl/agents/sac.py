@@ -165,27 +165,30 @@ def build_shaper(cfg: Config, shaper: Shaper | None = None) -> Shaper:
 
 def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> State:
     shaper = build_shaper(cfg, shaper)
-    actor, critic = networks(cfg, spec)
     k_actor, k_critic, k_shaper, key = jax.random.split(key, 4)
+    # one program: an eager init compiles op by op
+    nets = jax.jit(partial(init_networks, cfg, spec))(k_actor, k_critic)
+    return State(**nets, shaper=shaper.init(k_shaper, spec), key=key, step=jnp.int32(0), updates=jnp.int32(0))
+
+
+def init_networks(cfg: Config, spec: envs.EnvSpec, k_actor, k_critic) -> dict:
+    """Actor, twin critic, target, temperature and their optimizer states."""
+    actor, critic = networks(cfg, spec)
     obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
     act = jnp.zeros((1, *spec.action_shape), jnp.float32)
     actor_params = actor.init(k_actor, obs)["params"]
     critic_params = critic.init(k_critic, obs, act)["params"]
     log_alpha = jnp.log(jnp.float32(cfg.init_alpha))
     a_opt, c_opt, t_opt = optimizers(cfg)
-    return State(
-        actor=actor_params,
-        critic=critic_params,
-        target=jax.tree.map(jnp.copy, critic_params),
-        log_alpha=log_alpha,
-        actor_opt=a_opt.init(actor_params),
-        critic_opt=c_opt.init(critic_params),
-        alpha_opt=t_opt.init(log_alpha),
-        shaper=shaper.init(k_shaper, spec),
-        key=key,
-        step=jnp.int32(0),
-        updates=jnp.int32(0),
-    )
+    return {
+        "actor": actor_params,
+        "critic": critic_params,
+        "target": jax.tree.map(jnp.copy, critic_params),
+        "log_alpha": log_alpha,
+        "actor_opt": a_opt.init(actor_params),
+        "critic_opt": c_opt.init(critic_params),
+        "alpha_opt": t_opt.init(log_alpha),
+    }
 
 
 def reset_critic(cfg: Config, spec: envs.EnvSpec, state: State) -> State:
