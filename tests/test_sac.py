@@ -3,8 +3,6 @@ Shaper's reward reaching the critic, learning on Pendulum, determinism, resume."
 
 import json
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +15,7 @@ from rl import envs
 from rl.agents import sac
 from rl.nets import tanh_gaussian_sample
 from rl.rewards import Extrinsic, Fixed, Shaper, Stream
+from rl.runs import Run
 
 
 def test_soft_q_target_by_hand():
@@ -151,7 +150,8 @@ def test_resume_from_a_checkpoint_is_reproducible(tmp_path):
         shutil.copytree(base, tmp_path / "t" / name)
         cfg_file = tmp_path / "t" / name / "config.yaml"
         cfg_file.write_text(cfg_file.read_text().replace("run_name: base", f"run_name: {name}"))
-        subprocess.run([sys.executable, "-m", "rl.cli", "resume", str(tmp_path / "t" / name)], check=True)
+        run, ckpt = Run.resume(tmp_path / "t" / name, sac.Config)  # what `rl resume` does, in process
+        sac.train(run.cfg, run=run, resume=ckpt)
         lines = [json.loads(x) for x in open(tmp_path / "t" / name / "metrics.jsonl")]
         runs.append([{k: v for k, v in r.items() if not k.startswith("perf/")} for r in lines])
     assert runs[0] == runs[1]

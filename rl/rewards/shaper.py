@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 import flax.struct
@@ -295,8 +294,7 @@ class Shaper:
 
     def init(self, key, spec) -> ShaperState:
         keys = jax.random.split(key, len(self.streams))
-        # each term's init as one program (an eager flax init compiles op by op: seconds)
-        terms = {s.name: jax.jit(partial(s.term.init, spec=spec))(k) for s, k in zip(self.streams, keys)}
+        terms = {s.name: s.term.init(k, spec) for s, k in zip(self.streams, keys)}
         vector = tuple(getattr(spec, "reward_shape", ()))
         stats = {
             s.name: RunningStats.zeros(vector if getattr(s.term, "per_objective", False) else ())
