@@ -188,6 +188,8 @@ class Run:
             truncate_lines(path / "metrics.jsonl", int(meta["metrics_lines"]))
         else:
             truncate_metrics(path / "metrics.jsonl", step)
+        if (path / "labels.jsonl").exists():  # labels after the checkpoint are asked again
+            truncate_lines(path / "labels.jsonl", int(meta.get("labels_lines", 0)))
         return cls(path, cfg, agent, start_step=step, wandb_id=meta.get("wandb_id")), ckpt
 
     # -- wandb -----------------------------------------------------------------------------
@@ -324,8 +326,12 @@ class Run:
     # -- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self, step, state, replay=None, replay_state=None, loop=None, **meta) -> Path:
-        """A checkpoint that records how many metrics lines exist (a resume cuts back to them)."""
+        """A checkpoint that records how many metrics lines exist, and labels lines (the
+        preference terms' ``labels.jsonl``): a resume cuts both back to them, and the sessions
+        after the checkpoint, whose labels the checkpointed state does not hold, run again."""
         meta = {"wandb_id": self.wandb_id, "metrics_lines": self.lines, **meta}
+        if (self.dir / "labels.jsonl").exists():
+            meta["labels_lines"] = len(read_metrics(self.dir / "labels.jsonl"))
         return checkpoint.save(self.checkpoints, step, state, replay, replay_state, meta=meta, loop=loop)
 
     def save_failed(self, step, state, replay=None, replay_state=None, loop=None, **meta) -> Path:

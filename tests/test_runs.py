@@ -104,6 +104,20 @@ def test_resume_cuts_metrics_to_the_lines_the_checkpoint_had_seen(tmp_path):
     assert len([r for r in read_metrics(run.dir / "metrics.jsonl") if "eval/episode_return" in r]) == 1
 
 
+def test_resume_cuts_the_labels_file_to_what_the_checkpoint_holds(tmp_path):
+    """Preference labels given after the checkpoint are not in its state: a resume drops their
+    lines (their sessions run again), so ``labels.jsonl`` and the label buffer agree."""
+    from rl.rewards.preference import append_labels, read_labels
+
+    run = Run.create(cfg_for(tmp_path, total_steps=200), "random")
+    append_labels(run.dir / "labels.jsonl", [{"step": 50, "label": 1.0}, {"step": 50, "label": 0.0}])
+    run.save_checkpoint(100, {"step": jnp.int32(100)})
+    append_labels(run.dir / "labels.jsonl", [{"step": 150, "label": 0.5}])
+    run.close()
+    Run.resume(run.dir, agent.Config)[0].close()
+    assert [r["step"] for r in read_labels(run.dir / "labels.jsonl")] == [50, 50]
+
+
 def test_checkpoint_round_trip_and_atomicity(tmp_path):
     state = {
         "params": {"w": jnp.arange(6.0).reshape(2, 3)},
