@@ -262,3 +262,62 @@ def test_pebble_on_pendulum_queries_labels_fits_and_relabels_at_sample_time(tmp_
     learned = shaper.streams[2].term.reward(term_state, batch)
     np.testing.assert_allclose(shaper(state.shaper, batch, 300).total, learned, rtol=1e-5)
     assert float(jnp.max(batch.reward)) <= 0.0 and float(jnp.abs(learned).max()) < 1.0  # stored: Pendulum's
+
+
+# -- reward distances ------------------------------------------------------------------------
+
+
+def _linear_reward(w):
+    def r(obs, action, next_obs):
+        return jnp.concatenate([obs, action, next_obs], -1) @ jnp.asarray(w, jnp.float32)
+
+    return r
+
+
+def np_canonical(reward, obs, action, next_obs, S, A, gamma):
+    """Gleave et al.'s eq. 3 by loops: each expectation a mean over the M samples."""
+    S_next = np.roll(S, 1, axis=0)
+    out = []
+    for i in range(len(obs)):
+        after = np.mean([reward(next_obs[i], A[j], S[j]) for j in range(len(S))])
+        before = np.mean([reward(obs[i], A[j], S[j]) for j in range(len(S))])
+        const = np.mean([reward(S[j], A[j], S_next[j]) for j in range(len(S))])
+        out.append(reward(obs[i], action[i], next_obs[i]) + gamma * after - before - gamma * const)
+    return np.array(out)
+
+
+def test_epic_and_starc_ignore_shaping_and_scaling_and_match_numpy():
+    from rl.rewards.distances import canonicalize, epic_distance, starc_distance
+
+    rng = np.random.default_rng(0)
+    obs, next_obs = rng.normal(size=(40, 3)).astype(np.float32), rng.normal(size=(40, 3)).astype(np.float32)
+    action = rng.normal(size=(40, 1)).astype(np.float32)
+    S, A = rng.normal(size=(25, 3)).astype(np.float32), rng.normal(size=(25, 1)).astype(np.float32)
+    gamma, w = 0.9, rng.normal(size=7)
+    base = _linear_reward(w)
+    phi = lambda s: jnp.sin(s[..., 0]) + s[..., 1] ** 2  # noqa: E731
+
+    def shaped(o, a, n):  # 3 R + gamma Phi(s') - Phi(s): the same optimal policies
+        return 3.0 * base(o, a, n) + gamma * phi(n) - phi(o)
+
+    other = _linear_reward(rng.normal(size=7))
+    cov, mean = (obs, action, next_obs), (S, A)
+    assert float(epic_distance(base, shaped, cov, mean, gamma)) < 1e-3
+    assert float(starc_distance(base, shaped, cov, mean, gamma)) < 1e-3
+    assert float(epic_distance(base, other, cov, mean, gamma)) > 0.1
+    assert float(starc_distance(base, other, cov, mean, gamma)) > 0.1
+    neg = lambda o, a, n: -base(o, a, n)  # noqa: E731
+    assert float(epic_distance(base, neg, cov, mean, gamma)) == pytest.approx(1.0, abs=1e-5)  # rho = -1
+    np_r = lambda o, a, n: float(np.concatenate([o, a, n]) @ w)  # noqa: E731
+    ref = np_canonical(np_r, obs, action, next_obs, S, A, gamma)
+    np.testing.assert_allclose(canonicalize(base, cov, mean, gamma), ref, rtol=1e-4, atol=1e-4)
+    x, y = (
+        ref,
+        np_canonical(
+            lambda o, a, n: float(shaped(o[None], a[None], n[None])[0]), obs, action, next_obs, S, A, gamma
+        ),
+    )
+    rho = np.corrcoef(x, y)[0, 1]
+    assert float(epic_distance(base, shaped, cov, mean, gamma)) == pytest.approx(
+        np.sqrt(max(1 - rho, 0) / 2), abs=1e-3
+    )
