@@ -138,7 +138,8 @@ def grid_main(
 ) -> int:
     """The whole script of an experiment whose arms all run every task: parse the common
     options, launch the missing runs, write the report. ``tasks`` maps an env id to the
-    overrides every arm uses there, ``smoke`` to extra ones at the smoke budget; ``budgets``
+    overrides every arm uses there, ``smoke`` (keyed by task, or by (arm, task) for one arm's)
+    to extra ones at the smoke budget; ``budgets``
     maps a name to (env steps per run, seeds, {key: value} overrides)."""
     from rl.report import report
 
@@ -157,7 +158,8 @@ def grid_main(
     for arm in chosen:
         for task in chosen_tasks:
             overrides = [*tasks[task], f"total_steps={per_arm.get(arm, steps)}"]
-            overrides += smoke.get(task, []) if args.budget == "smoke" else []
+            if args.budget == "smoke":  # a task's smoke overrides, then an (arm, task)'s
+                overrides += [*smoke.get(task, []), *smoke.get((arm, task), [])]
             overrides += [f"{k}={v}" for k, v in extra.items()]
             jobs += [job(name, args.runs_dir, arm, arms[arm], task, s, overrides) for s in seeds]
     failed = [] if args.report_only else launch(jobs, args.jobs)

@@ -289,3 +289,42 @@ def test_the_dreamsmooth_diagnostic_counts_each_event_type_at_its_step_and_windo
     pred[16] = 0.2  # 5 steps off: outside a window of 4
     assert dreamsmooth.event_hits(pred, reward, events, window=4)[1]["window"] == [True]
     assert dreamsmooth.event_hits(pred, reward, events, window=0)[1]["window"] == [False]
+
+
+def test_the_pebble_arms_set_the_budget_and_the_teacher_and_smoke_reaches_every_phase():
+    """Each arm x task (paper and smoke budgets) is a valid SAC config: the SAC arm trains on
+    the true reward; the PEBBLE arms differ from pebble-1000 only in the label budget or the
+    teacher; at the smoke budget the sessions fall inside its 400 steps."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import pebble
+
+    from rl.agents import sac
+
+    def build(arm, task, smoke):
+        args = list(pebble.ARMS[arm].overrides)
+        if smoke:
+            args += [*pebble.SMOKE.get(task, []), *pebble.SMOKE.get((arm, task), [])]
+        presets = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+        rest = [a for i, a in enumerate(args) if a != "--config" and (i == 0 or args[i - 1] != "--config")]
+        return config_lib.build(sac.Config, presets, [*rest, f"env={task}"])
+
+    for task in pebble.TASKS:
+        for smoke in (False, True):
+            built = {arm: build(arm, task, smoke) for arm in pebble.ARMS}
+            assert built["sac"].shaper.terms == [] and built["sac"].reset_critic_at == 0
+            ref = built["pebble-1000"].shaper.streams["preference"]
+            for arm, cfg in built.items():
+                if arm == "sac":
+                    continue
+                p = cfg.shaper.streams["preference"]
+                assert (
+                    cfg.shaper.terms == ["state_entropy", "preference"]
+                    and cfg.shaper.extrinsic["weight"] == 0.0
+                )
+                differ = {k for k in set(p) | set(ref) if p.get(k) != ref.get(k)}
+                assert differ <= {"capacity", "per_session", "teacher"}, (arm, differ)
+                if smoke:
+                    pref = sac.build_shaper(cfg).streams[2].term
+                    assert pref.feedback_start < 400 and cfg.reset_critic_at < 400
+            assert {a: built[a].shaper.streams["preference"]["capacity"] for a in ("pebble-100", "pebble-500")} == {
+                "pebble-100": 100, "pebble-500": 500}  # fmt: skip
