@@ -365,3 +365,38 @@ def test_frozen_assets_are_loaded_once_passed_to_jit_and_never_checkpointed(tmp_
     path.unlink()
     with pytest.raises(FileNotFoundError, match="w.npy is missing"):
         shaper.init(jax.random.PRNGKey(0), None)
+
+
+def test_a_shaper_splits_into_two_whose_totals_add_up_and_refuses_a_split_fusion():
+    """``Shaper.split``: the streams outside and inside ``names``, the same head settings; for a
+    scalar reward with fuse=sum the two totals add up to the whole one; a non-sum fusion of
+    intrinsic streams on both sides is refused (it does not split)."""
+
+    class Obs(Fixed):
+        reads = frozenset({"obs"})
+
+        def reward(self, state, batch):
+            return batch.obs[..., 0]
+
+    class Act(Fixed):
+        reads = frozenset({"action"})
+
+        def reward(self, state, batch):
+            return batch.action[..., 0]
+
+    whole = Shaper(
+        (Stream("extrinsic", Extrinsic()), Stream("a", Obs(), weight=0.5), Stream("b", Act(), weight=2.0)),
+        intrinsic_weight=Constant(3.0),
+    )
+    rest, picked = whole.split(["b"])
+    assert [s.name for s in rest.streams] == ["extrinsic", "a"] and [s.name for s in picked.streams] == ["b"]
+    rng = np.random.default_rng(0)
+    batch = batch_lib.transitions(jnp.asarray(rng.normal(size=(6, 2)), jnp.float32), jnp.asarray(rng.normal(size=(6, 1)), jnp.float32),
+                                  jnp.asarray(rng.normal(size=6), jnp.float32), jnp.zeros((6, 2)), jnp.zeros(6), jnp.zeros(6))  # fmt: skip
+    parts = [sh(sh.init(jax.random.PRNGKey(0), None), batch, 0).total for sh in (rest, picked)]
+    total = whole(whole.init(jax.random.PRNGKey(0), None), batch, 0).total
+    np.testing.assert_allclose(parts[0] + parts[1], total, rtol=1e-6)
+    assert whole.split(["nothing"])[1] is None
+    with pytest.raises(ValueError, match="only fuse='sum' splits"):
+        Shaper(whole.streams, fuse="max").split(["b"])
+    Shaper(whole.streams, fuse="max").split(["a", "b"])  # all intrinsic streams on one side: fine
