@@ -32,6 +32,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python experiments/bench/rewards.py
 	$(BIN)/python experiments/bench/jitted.py
 	$(BIN)/python experiments/bench/dreamer.py
+	$(BIN)/python experiments/bench/preference.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check rl tests experiments notebooks
