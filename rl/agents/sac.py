@@ -72,9 +72,7 @@ class Config(Common):
     target_entropy: float | None = None  # None: -dim(A), the paper's heuristic
     log_std_min: float = -20.0  # policy log std clip, as in the reference implementation
     log_std_max: float = 2.0
-    reset_critic_at: int = (
-        0  # env step at which critic, target and critic optimizer restart (PEBBLE; 0: never)
-    )
+    reset_critic_at: int = 0  # env step at which the critic restarts (PEBBLE; 0: never)
 
     def validate(self) -> None:
         super().validate()
@@ -173,21 +171,28 @@ def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> 
 
 def init_networks(cfg: Config, spec: envs.EnvSpec, k_actor, k_critic) -> dict:
     """Actor, twin critic, target, temperature and their optimizer states."""
-    actor, critic = networks(cfg, spec)
-    obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
-    act = jnp.zeros((1, *spec.action_shape), jnp.float32)
-    actor_params = actor.init(k_actor, obs)["params"]
-    critic_params = critic.init(k_critic, obs, act)["params"]
+    actor = networks(cfg, spec)[0]
+    actor_params = actor.init(k_actor, jnp.zeros((1, *spec.obs_shape), jnp.float32))["params"]
     log_alpha = jnp.log(jnp.float32(cfg.init_alpha))
-    a_opt, c_opt, t_opt = optimizers(cfg)
+    a_opt, _, t_opt = optimizers(cfg)
     return {
         "actor": actor_params,
-        "critic": critic_params,
-        "target": jax.tree.map(jnp.copy, critic_params),
+        **init_critic(cfg, spec, k_critic),
         "log_alpha": log_alpha,
         "actor_opt": a_opt.init(actor_params),
-        "critic_opt": c_opt.init(critic_params),
         "alpha_opt": t_opt.init(log_alpha),
+    }
+
+
+def init_critic(cfg: Config, spec: envs.EnvSpec, key) -> dict:
+    """Twin critic, its target (a copy) and its optimizer state."""
+    obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+    act = jnp.zeros((1, *spec.action_shape), jnp.float32)
+    critic = networks(cfg, spec)[1].init(key, obs, act)["params"]
+    return {
+        "critic": critic,
+        "target": jax.tree.map(jnp.copy, critic),
+        "critic_opt": optimizers(cfg)[1].init(critic),
     }
 
 
@@ -195,12 +200,7 @@ def reset_critic(cfg: Config, spec: envs.EnvSpec, state: State) -> State:
     """Fresh critic, target and critic optimizer (PEBBLE, Lee et al. 2021, sec. 4: after the
     unsupervised pre-training, whose Q values estimate a reward no longer trained on)."""
     key, k = jax.random.split(state.key)
-    obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
-    critic = networks(cfg, spec)[1].init(k, obs, jnp.zeros((1, *spec.action_shape), jnp.float32))["params"]
-    c_opt = optimizers(cfg)[1]
-    return state._replace(
-        critic=critic, target=jax.tree.map(jnp.copy, critic), critic_opt=c_opt.init(critic), key=key
-    )
+    return state._replace(**jax.jit(partial(init_critic, cfg, spec))(k), key=key)
 
 
 def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
