@@ -311,9 +311,11 @@ def test_the_cnn_encoder_and_decoder_fit_64x64_frames(strided=False):
     obs = jnp.asarray(np.concatenate(frames))  # [4, 64, 64, 3] uint8
     enc = rssm.Encoder(True, depth=2, strided=strided)
     dec = rssm.Decoder((64, 64, 3), True, depth=2, strided=strided)
-    params = {"enc": enc.init(jax.random.PRNGKey(0), obs)["params"]}
-    assert enc.apply({"params": params["enc"]}, obs).shape == (4, 4 * 4 * 2 * 4)
-    params["dec"] = dec.init(jax.random.PRNGKey(1), enc.apply({"params": params["enc"]}, obs))["params"]
+    # jitted init and apply: the eager op-by-op path takes seconds per conv stack
+    params = {"enc": jax.jit(enc.init)(jax.random.PRNGKey(0), obs)["params"]}
+    embed = jax.jit(enc.apply)({"params": params["enc"]}, obs)
+    assert embed.shape == (4, 4 * 4 * 2 * 4)
+    params["dec"] = jax.jit(dec.init)(jax.random.PRNGKey(1), embed)["params"]
     tx = optax.adam(3e-3)
 
     def loss(p):
