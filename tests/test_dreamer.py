@@ -567,3 +567,37 @@ def test_dreamer_trains_plan2explore_from_config_and_its_bonus_reaches_imaginati
     assert "reward/plan2explore/loss" in m
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.explore.terms, state.explore.terms)
     assert max(jax.tree.leaves(moved)) > 0  # the ensemble trained on the posterior latents
+
+
+class _Bandit(gym.Env):
+    """16 steps of reward 1 - |a - 0.6| for a 1-D action in [-1, 1]."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([1.0, 0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = 1.0 - abs(float(action[0]) - 0.6)
+        return np.array([1.0, self.t / 16], np.float32), reward, False, self.t >= 16, {}
+
+
+def test_dreamer_learns_a_continuous_bandit_through_imagination(tmp_path):
+    """The whole path (replay chunks, world model, reward head, imagination, the actor's
+    REINFORCE loss, LaProp) moves the policy: a random policy scores about 3 of 16, a learned
+    one over 9 within 800 env steps. Flipping the policy loss's sign scores about -10. (Zeroing
+    the imagined rewards alone does not break it: the critic's replayed returns, ``repval``,
+    still carry the real rewards into the advantages.)"""
+    gym.register("RewardlabDreamerBandit-v0", entry_point=_Bandit)
+    over = {"env": "gym:RewardlabDreamerBandit-v0", "deter": 32, "hidden": 32, "stoch": 8, "classes": 4,
+            "blocks": 2, "units": 32, "layers": 2, "batch_size": 8, "batch_length": 16, "imag_length": 8,
+            "learning_starts": 160, "train_ratio": 128, "warmup": 0, "lr": 1e-3, "total_steps": 800,
+            "log_every": 160, "eval_episodes": 2, "runs_dir": str(tmp_path)}  # fmt: skip
+    summary = dreamer.train(config_lib.build(dreamer.Config, overrides=over))
+    rows = [json.loads(x) for x in open(summary["metrics"])]
+    assert rows[0]["train/episode_return"] < 5, rows[0]  # the untrained policy
+    assert summary["eval/episode_return"] > 9, summary
