@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from rl import envs
+from rl.rewards.multiobjective import scalarize
 from rl.runs import write_video
 
 EVAL_SEED_OFFSET = 10_000  # evaluation envs never share a seed with training envs
@@ -14,15 +15,13 @@ EVAL_SEED_OFFSET = 10_000  # evaluation envs never share a seed with training en
 
 def step_utility(cfg) -> Callable[[np.ndarray], float] | None:
     """The per-step scalarization the agent trains with (``shaper.scalarize`` with a fixed
-    ``shaper.preference``: linear w.r, or Chebyshev -max_i w_i |r_i| about the origin, the
-    Shaper's default utopia), as a host function of one vector reward; None otherwise."""
+    ``shaper.preference``, ``utopia`` and ``augment``: ``rl.rewards.multiobjective.scalarize``)
+    as a host function of one vector reward; None otherwise."""
     sh = getattr(cfg, "shaper", None)
     if sh is None or sh.scalarize == "none" or sh.preference is None:
         return None
     w = np.asarray(sh.preference, np.float64)
-    if sh.scalarize == "linear":
-        return lambda r: float(w @ np.asarray(r, np.float64))
-    return lambda r: float(-np.max(w * np.abs(np.asarray(r, np.float64))))
+    return lambda r: float(scalarize(sh.scalarize, np.asarray(r, np.float64), w, sh.utopia, sh.augment))
 
 
 def run_episodes(

@@ -201,6 +201,9 @@ def test_vector_rewards_keep_objectives_with_an_intrinsic_term():
     pref = np.tile(w, (3, 1))  # from the batch when the Shaper holds none
     got = cheb(state, batch.with_extras(preference=jnp.asarray(pref)), 0).total
     np.testing.assert_allclose(got, -np.max(w * np.abs(1.0 - total), -1), rtol=1e-5)
+    aug = Shaper(shaper.streams, scalarize="augmented_chebyshev", preference=tuple(w), augment=0.1)
+    gap = w * np.abs(total)  # about the default utopia, zeros
+    np.testing.assert_allclose(aug(state, batch, 0).total, -gap.max(-1) - 0.1 * gap.sum(-1), rtol=1e-5)
     with pytest.raises(ValueError, match="needs a vector reward"):
         lin(state, trans(np.zeros(3), bonus=jnp.zeros(3)), 0)
 

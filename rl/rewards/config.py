@@ -52,8 +52,10 @@ class ShaperConfig:
     smoothing_sigma: float = 3.0  # gaussian
     smoothing_window: int = 9  # uniform
     smoothing_alpha: float = 0.33  # ema
-    scalarize: Literal["none", "linear", "chebyshev"] = "none"  # vector rewards -> one
+    scalarize: Literal["none", "linear", "chebyshev", "augmented_chebyshev"] = "none"  # vector -> one
     preference: list[float] | None = None  # scalarization weights (None: the batch's extras["preference"])
+    utopia: list[float] | None = None  # the Chebyshev reference point z (None: zeros)
+    augment: float = 0.01  # augmented_chebyshev's rho
     fit_every: int = 0  # env steps between the fitted terms' fit calls (0: every update batch)
 
     def validate(self) -> None:
@@ -138,5 +140,7 @@ def from_config(cfg: ShaperConfig) -> Shaper:
         _schedule(cfg.intrinsic_weight, cfg.intrinsic_decay),
         scalarize=cfg.scalarize,
         preference=None if cfg.preference is None else tuple(float(x) for x in cfg.preference),
+        utopia=None if cfg.utopia is None else tuple(float(x) for x in cfg.utopia),
+        augment=cfg.augment,
         fit_every=cfg.fit_every,
     )

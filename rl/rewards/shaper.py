@@ -12,7 +12,8 @@ extrinsic-kind streams: always summed, never fused.
 
 Vector rewards ([..., k], multi-objective envs) stay vectors: the env reward's statistics are
 per objective, a scalar stream is added to every objective, and an optional final
-``scalarize`` stage (``linear`` or ``chebyshev`` over a preference) makes the total scalar.
+``scalarize`` stage (``linear``, ``chebyshev`` or ``augmented_chebyshev`` over a preference:
+``rl.rewards.multiobjective``) makes the total scalar.
 
 Two calls: ``shaper(state, batch, t) -> Rewards`` (pure: the current statistics) and
 ``shaper.step(state, batch, key, t) -> (state, Rewards, metrics)`` for training, which
@@ -33,13 +34,13 @@ from flax import serialization
 
 from rl.batch import Sequences, Transitions
 from rl.returns import discounted_returns
-from rl.rewards import registry, transforms
+from rl.rewards import multiobjective, registry, transforms
 from rl.rewards.schedules import Schedule, as_schedule
 from rl.rewards.stats import RunningStats
 from rl.rewards.term import Extrinsic, Term
 
 FUSIONS = ("sum", "product", "max", "cycle")
-SCALARIZATIONS = ("none", "linear", "chebyshev")
+SCALARIZATIONS = ("none", *multiobjective.SCALARIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,10 @@ class Shaper:
     fuse: str = "sum"
     cycle_every: int = 100_000  # env steps per active intrinsic stream with fuse="cycle"
     intrinsic_weight: float | Schedule = 1.0  # w_int(t): scales the fused intrinsic reward
-    scalarize: str = "none"  # vector rewards: linear | chebyshev over ``preference``
+    scalarize: str = "none"  # vector rewards: linear | chebyshev | augmented_chebyshev
     preference: tuple[float, ...] | None = None  # None: the batch's extras["preference"]
     utopia: tuple[float, ...] | None = None  # chebyshev's reference point z (None: zeros)
+    augment: float = 0.01  # augmented_chebyshev's rho
     fit_every: int = 0  # env steps between ``fit`` calls of the fitted terms (0: every update batch)
 
     def __post_init__(self):
@@ -169,6 +171,20 @@ class Shaper:
             raise ValueError(f"unknown scalarize '{self.scalarize}'; available: {', '.join(SCALARIZATIONS)}")
         if self.cycle_every < 1:
             raise ValueError(f"cycle_every must be >= 1 env step, got {self.cycle_every}")
+        if self.preference is not None and (min(self.preference) < 0 or abs(sum(self.preference) - 1) > 1e-6):
+            raise ValueError(
+                f"a preference lies on the simplex (>= 0, sums to 1); got {list(self.preference)}"
+            )
+        if (
+            self.preference is not None
+            and self.utopia is not None
+            and len(self.utopia) != len(self.preference)
+        ):
+            raise ValueError(
+                f"utopia {list(self.utopia)} and preference {list(self.preference)} differ in length"
+            )
+        if self.augment < 0:
+            raise ValueError(f"augment (augmented_chebyshev's rho) must be >= 0, got {self.augment}")
         object.__setattr__(self, "intrinsic_weight", as_schedule(self.intrinsic_weight))
 
     # -- building ------------------------------------------------------------------------
@@ -257,6 +273,7 @@ class Shaper:
             "scalarize": self.scalarize,
             "preference": self.preference,
             "utopia": self.utopia,
+            "augment": self.augment,
             "fit_every": self.fit_every,
         }
         return [head, *out]
@@ -379,10 +396,7 @@ class Shaper:
             else batch.get("preference").astype(jnp.float32)
         )
         pref = jnp.broadcast_to(pref, total.shape)  # one preference for all, or one per sample
-        if self.scalarize == "linear":
-            return jnp.sum(pref * total, -1)
-        z = jnp.zeros(vector, jnp.float32) if self.utopia is None else jnp.asarray(self.utopia, jnp.float32)
-        return -jnp.max(pref * jnp.abs(jnp.broadcast_to(z, total.shape) - total), -1)  # Chebyshev
+        return multiobjective.scalarize(self.scalarize, total, pref, self.utopia, self.augment)
 
     def __call__(self, state: ShaperState, batch: Transitions | Sequences, t) -> Rewards:
         """The rewards of ``batch`` at env step ``t`` under the current statistics (pure)."""
