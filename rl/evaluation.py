@@ -69,3 +69,32 @@ def run_episodes(
     if video_path is not None and frames:
         out["video"] = str(write_video(frames, video_path))
     return out
+
+
+def preference_returns(cfg, policy, weights, episodes: int, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vector returns of a preference-conditioned ``policy`` (obs [n, ...], preferences [n, k]
+    -> actions [n]) for each of ``weights`` [n, k], one env per preference on env ``cfg.env``
+    seeded ``cfg.seed + 10000``: (undiscounted, discounted with ``gamma``) means over
+    ``episodes`` episodes, [n, k] each. Objectives are never summed here."""
+    weights = np.asarray(weights, np.float32)
+    n = len(weights)
+    env, spec = envs.make(cfg.env, n, cfg.seed + EVAL_SEED_OFFSET, **cfg.env_options)
+    k = spec.reward_dim
+    undisc, disc = np.zeros((n, k)), np.zeros((n, k))
+    running, scale = np.zeros((n, k)), np.ones(n)
+    done = np.zeros(n, int)
+    try:
+        obs, _ = env.reset()
+        while done.min() < episodes:
+            obs, reward, terminated, truncated, _ = env.step(np.asarray(policy(obs, weights)))
+            live = done < episodes  # an env that has its episodes keeps stepping, unrecorded
+            running += live[:, None] * scale[:, None] * np.asarray(reward, np.float64).reshape(n, k)
+            undisc += live[:, None] * np.asarray(reward, np.float64).reshape(n, k)
+            scale *= gamma
+            ended = (terminated | truncated) & live
+            disc[ended] += running[ended]
+            running[ended], scale[ended] = 0.0, 1.0
+            done += ended
+    finally:
+        env.close()
+    return undisc / episodes, disc / episodes

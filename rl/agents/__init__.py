@@ -10,6 +10,7 @@ AGENTS = {
     "sac": "rl.agents.sac",
     "ppo": "rl.agents.ppo",
     "dreamer": "rl.agents.dreamer",
+    "envelope": "rl.agents.envelope",
 }
 
 

@@ -23,6 +23,7 @@ cardinality (the number of non-dominated points).
 
 from __future__ import annotations
 
+import functools
 import json
 from itertools import combinations
 from pathlib import Path
@@ -217,6 +218,54 @@ def front_metrics(points, ref, weights, known_front=None) -> dict:
         out["known_hypervolume"] = hypervolume(known_front, ref)
         out["igd"] = igd(front, known_front) if len(front) else float("nan")
     return out
+
+
+# -- the environments' reference points and known fronts ------------------------------------
+
+REFERENCE_POINTS = {  # the protocols' hypervolume reference points, by mo-gymnasium id
+    "deep-sea-treasure-v0": (0.0, -25.0),  # MORL-Baselines' DST runs
+    "fruit-tree-v0": (0.0,) * 6,  # depth 6: six nutrients
+    "minecart-v0": (0.0, 0.0, -200.0),
+    "mo-halfcheetah-v5": (-100.0, -100.0),  # C-MORL's MO-MuJoCo setting
+    "mo-hopper-2obj-v5": (-100.0, -100.0),
+}
+
+
+def reference_point(env_id: str, k: int, given=None) -> np.ndarray:
+    """``given`` (checked against ``k`` objectives), else the env's protocol reference point."""
+    name = env_id.split(":", 1)[-1]
+    if given is None and name not in REFERENCE_POINTS:
+        raise ValueError(
+            f"no known hypervolume reference point for {env_id}; set ref_point=[...] ({k} values, "
+            f"below every return the policies can reach). Known: {', '.join(REFERENCE_POINTS)}"
+        )
+    ref = np.asarray(REFERENCE_POINTS[name] if given is None else given, np.float64)
+    if ref.shape != (k,):
+        raise ValueError(f"ref_point {ref.tolist()} has {ref.size} values; {env_id} has {k} objectives")
+    return ref
+
+
+@functools.lru_cache(maxsize=16)
+def _known_front(name: str, gamma: float):
+    import warnings
+
+    import mo_gymnasium
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = mo_gymnasium.make(name).unwrapped
+    if not hasattr(env, "pareto_front"):
+        return None
+    return np.asarray(env.pareto_front(gamma=gamma), np.float64)
+
+
+def known_front(env_id: str, gamma: float = 1.0) -> np.ndarray | None:
+    """The true Pareto front an ``mo:`` env publishes (``pareto_front(gamma)``: Deep Sea
+    Treasure, Fruit Tree, Minecart's convex coverage set), or None."""
+    namespace, name = env_id.split(":", 1) if ":" in env_id else ("", env_id)
+    if namespace != "mo":
+        return None
+    return _known_front(name, float(gamma))
 
 
 # -- files and plots ------------------------------------------------------------------------
