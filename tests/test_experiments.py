@@ -328,3 +328,35 @@ def test_the_pebble_arms_set_the_budget_and_the_teacher_and_smoke_reaches_every_
                     assert pref.feedback_start < 400 and cfg.reset_critic_at < 400
             assert {a: built[a].shaper.streams["preference"]["capacity"] for a in ("pebble-100", "pebble-500")} == {
                 "pebble-100": 100, "pebble-500": 500}  # fmt: skip
+
+
+def test_the_envelope_experiment_scores_a_front_against_the_true_one(tmp_path):
+    """Its tasks' overrides build valid configs; a run whose front is the true Deep Sea Treasure
+    front scores a 0% gap and all 10 points, one missing its best treasure loses exactly that
+    point's share; the report lists each task."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import envelope_dst
+
+    from rl.agents import envelope
+    from rl.rewards import multiobjective as mo
+
+    for task, (overrides, _) in envelope_dst.TASKS.items():
+        cfg = config_lib.build(
+            envelope.Config, overrides={"env": task, **config_lib.parse_overrides(overrides)}
+        )
+        assert cfg.env == task
+    task = "mo:deep-sea-treasure-v0"
+    true = mo.known_front(task, 1.0)
+    root = tmp_path / "envelope-paper"
+    for seed, points in ((0, true), (1, true[:-1])):  # seed 1 misses (23.7, -19)
+        run = root / f"envelope__mo-deep-sea-treasure-v0__s{seed}"
+        run.mkdir(parents=True)
+        mo.write_front(run / "front.json", points, np.full((len(points), 2), 0.5), {}, step=100,
+                       ref_point=[0.0, -25.0], discounted=points.tolist())  # fmt: skip
+    s0, s1 = (envelope_dst.score(root / f"envelope__mo-deep-sea-treasure-v0__s{s}", task) for s in (0, 1))
+    assert s0["gap"] == pytest.approx(0.0) and s0["hits"] == 10 and s0["true_hv"] == pytest.approx(401.8)
+    lost = mo.hypervolume(true, [0, -25]) - mo.hypervolume(true[:-1], [0, -25])
+    assert s1["hits"] == 9 and s1["hv"] == pytest.approx(401.8 - lost)
+    md = envelope_dst.write_report(root, root, list(envelope_dst.TASKS), "paper").read_text()
+    assert "| mo:deep-sea-treasure-v0 | 2 | 100 |" in md and "10/9 of 10" in md
+    assert "| mo:minecart-v0 | 0 |" in md

@@ -27,8 +27,8 @@ Evaluation is a front: the greedy policy for each of ``eval_weights`` preference
 (MORL-Baselines' ``equally_spaced_weights``), one env per preference, its vector return
 undiscounted and discounted with ``gamma``; the points' Pareto front, hypervolume at
 ``ref_point``, EUM over the same preferences, sparsity and cardinality, and with the env's
-known front its IGD. ``front.json`` and ``front.png`` are written into the run directory at
-each evaluation.
+known front its IGD. ``front.json`` (and for 2 or 3 objectives ``front.png``) is written into
+the run directory at each evaluation.
 """
 
 from __future__ import annotations
@@ -349,9 +349,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     def evaluate_and_write():
         out, front = evaluate_front(cfg, state, ref)
         mo.write_front(run.dir / "front.json", **front, step=step, env=cfg.env, ref_point=list(ref))
-        mo.plot_front(
-            run.dir / "front.png", front["points"], front["known_front"], title=f"{cfg.env} at {step}"
-        )
+        if spec.reward_dim in (2, 3):  # a plot for 2 or 3 objectives; the file holds any number
+            title = f"{cfg.env} at {step}"
+            mo.plot_front(run.dir / "front.png", front["points"], front["known_front"], title=title)
         return out
 
     life = Lifecycle(
