@@ -167,6 +167,23 @@ def write_annotations(replay, rstate, annotator, obs, reward, done):
     return rstate
 
 
+def start_replay(cfg, env, shaper, replay, state, loop, resume=None):
+    """The off-policy agents' start: ``(state, loop, replay, replay state, first obs)``. Fresh
+    envs and an empty replay; or, resuming from checkpoint ``resume``, its state, loop state
+    and replay, the episodes it left open closed with the saved observations, and the envs
+    reset with a seed from the step (fresh episodes, reproducible from here)."""
+    obs, _ = env.reset()
+    if resume is None:
+        return state, loop, replay, replay.init(), obs
+    from rl import checkpoint
+
+    check_resumed_shaper(resume, shaper)
+    state, loop, replay, rstate, _ = checkpoint.load(resume, state, loop)
+    rstate = replay.close_episodes(rstate, loop["obs"])
+    obs, _ = env.reset(seed=cfg.seed + int(state.step))
+    return state, loop, replay, rstate, obs
+
+
 def check_resumed_shaper(ckpt, shaper) -> None:
     """Refuse to resume from checkpoint ``ckpt`` with a Shaper other than the one it trained
     with (a Shaper built in code is not in config.yaml, so ``rl resume`` would rebuild another

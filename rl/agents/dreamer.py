@@ -48,15 +48,15 @@ import numpy as np
 import optax
 
 from rl import batch as batch_lib
-from rl import checkpoint, envs
 from rl import config as config_lib
+from rl import envs
 from rl.evaluation import run_episodes
 from rl.loop import (
     Common,
     Lifecycle,
     check_cadence,
-    check_resumed_shaper,
     replay_transition,
+    start_replay,
     update_cadence,
     write_annotations,
 )
@@ -745,14 +745,7 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         flush=True,
     )
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)
-    obs, _ = env.reset()
-    if resume is not None:
-        check_resumed_shaper(resume, shaper)
-        state, loop, replay, rstate, _ = checkpoint.load(resume, state, loop)
-        rstate = replay.close_episodes(rstate, loop["obs"])
-        obs, _ = env.reset(seed=cfg.seed + int(state.step))  # fresh episodes, reproducible from here
-    else:
-        rstate = replay.init()
+    state, loop, replay, rstate, obs = start_replay(cfg, env, shaper, replay, state, loop, resume)
     collect_fn, learn_fn = (
         jax.jit(partial(train_step, cfg, spec, nets, shaper, replay, learn), donate_argnums=(0, 1))
         for learn in (False, True)

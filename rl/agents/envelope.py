@@ -45,10 +45,10 @@ import numpy as np
 import optax
 
 from rl import batch as batch_lib
-from rl import checkpoint, envs
 from rl import config as config_lib
+from rl import envs
 from rl.evaluation import preference_returns
-from rl.loop import Common, Lifecycle, check_cadence, check_resumed_shaper, replay_transition, update_cadence
+from rl.loop import Common, Lifecycle, check_cadence, replay_transition, start_replay, update_cadence
 from rl.nets import MLP
 from rl.replay import Replay
 from rl.rewards import Shaper, from_config
@@ -324,14 +324,7 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     run = run or Run.create(cfg, "envelope")
     print(config_lib.to_yaml(run.cfg), flush=True)
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)
-    obs, _ = env.reset()
-    if resume is not None:
-        check_resumed_shaper(resume, shaper)
-        state, loop, replay, rstate, _ = checkpoint.load(resume, state, loop)
-        rstate = replay.close_episodes(rstate, loop["obs"])
-        obs, _ = env.reset(seed=cfg.seed + int(state.step))
-    else:
-        rstate = replay.init()
+    state, loop, replay, rstate, obs = start_replay(cfg, env, shaper, replay, state, loop, resume)
     collect_fn, learn_fn = (
         jax.jit(partial(train_step, cfg, spec, shaper, replay, learn), donate_argnums=(0, 1))
         for learn in (False, True)
