@@ -30,11 +30,11 @@ EXPERIMENT = "envelope"
 ARMS = {"envelope": experiment_lib.Arm("envelope")}
 TASKS = {  # per task: overrides, and the gamma its published hypervolume is measured at
     "mo:deep-sea-treasure-v0": (
-        ["env_options={max_episode_steps: 100}", "gamma=0.99", "hidden=[64,64]", "target_every=100"],
+        ["env_options={max_episode_steps: 100}", "gamma=0.99", "hidden=[64,64]"],
         1.0,
     ),
-    "mo:fruit-tree-v0": (["gamma=0.99", "hidden=[128,128]", "target_every=200"], 1.0),
-    "mo:minecart-v0": (["env_options={max_episode_steps: 1000}", "gamma=0.98", "target_every=200"], 0.98),
+    "mo:fruit-tree-v0": (["gamma=0.99", "hidden=[128,128]"], 1.0),
+    "mo:minecart-v0": (["env_options={max_episode_steps: 1000}", "gamma=0.98"], 0.98),
 }
 BUDGETS = {  # env steps, seeds, overrides
     "smoke": (300, [0], {"learning_starts": 100, "eval_weights": 8, "log_every": 100, "hidden": "[16]"}),
