@@ -321,3 +321,41 @@ def test_epic_and_starc_ignore_shaping_and_scaling_and_match_numpy():
     assert float(epic_distance(base, shaped, cov, mean, gamma)) == pytest.approx(
         np.sqrt(max(1 - rho, 0) / 2), abs=1e-3
     )
+
+
+def test_prefppo_queries_from_its_own_replay_and_trains_on_the_learned_reward(tmp_path):
+    """PPO with a preference stream (PrefPPO): sessions at 128 and 256 env steps fill the labels
+    file and the term's buffer from the replay PPO keeps for them; the rollouts' reward is the
+    learned one (its accuracy logged); a resumed run finds the replay and the labels. The
+    jitted path refuses it."""
+    from rl import config as config_lib
+    from rl.agents import ppo
+
+    streams = {"preference": {"feedback_start": 128, "feedback_every": 128, "per_session": 4, "capacity": 8,
+                              "segment": 8, "hidden": [16], "query": "entropy"}}  # fmt: skip
+    over = {"env": "gym:Pendulum-v1", "num_envs": 2, "num_steps": 32, "num_minibatches": 2, "update_epochs": 1,
+            "total_steps": 256, "eval_episodes": 1, "log_every": 64, "checkpoint_every": 128,
+            "runs_dir": str(tmp_path), "experiment": "p", "run_name": "r", "preference_buffer": 512,
+            "shaper": {"terms": ["preference"], "extrinsic": {"weight": 0.0}, "streams": streams}}  # fmt: skip
+    cfg = config_lib.build(ppo.Config, overrides=over)
+    ppo.train(cfg)
+    run = tmp_path / "p" / "r"
+    rows = read_labels(run / "labels.jsonl")
+    assert [r["step"] for r in rows] == [128] * 4 + [256] * 4
+    metrics = [json.loads(x) for x in open(run / "metrics.jsonl")]
+    assert any("reward/preference/accuracy" in m for m in metrics)
+    assert any("reward/preference" in m for m in metrics)  # the stream's reward reached the rollouts
+    from rl import checkpoint
+
+    spec = envs.make_spec(cfg.env, 2, 0)
+    template = ppo.init(cfg, spec, jax.random.PRNGKey(0), ppo.build_shaper(cfg)), ppo.init_loop(cfg, spec)
+    state, _, replay, rstate, _ = checkpoint.load(checkpoint.latest(run / "checkpoints"), *template)
+    assert replay is not None and int(state.shaper.terms["preference"].fixed["count"]) == 8
+    preset = config_lib.build(ppo.Config, ["prefppo"], {"env": "dmc:walker-walk"})  # B-Pref's settings
+    assert (
+        preset.batch_size // preset.num_minibatches == 64
+        and preset.shaper.streams["preference"]["capacity"] == 1000
+    )
+    jitted = config_lib.build(ppo.Config, overrides={**over, "env": "gymnax:CartPole-v1", "num_envs": 2})
+    with pytest.raises(ValueError, match="jitted path has no loop"):
+        ppo.train(jitted)

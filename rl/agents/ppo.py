@@ -24,6 +24,12 @@ potential shaping) with ``gamma`` and episode ends; the advantage is ``adv_coef_
 adv_coef_int A_int``, normalized per minibatch as one. Reward scaling touches the extrinsic
 part only (the intrinsic streams carry their own normalization).
 
+Preference rewards (PrefPPO, B-Pref's ``train_PrefPPO.py``; ``--config prefppo``): with a
+``preference`` stream, every env step also goes into a replay of ``preference_buffer`` steps
+that only the feedback sessions read (``rl.rewards.feedback``: queries drawn from it,
+labelled, appended to ``labels.jsonl``, the ensemble fitted); each rollout's reward is then
+the learned one, computed by the Shaper when the rollout is used. The replay is checkpointed.
+
 On JAX-native envs (``rl.jaxenvs``) ``train_jitted`` runs rollout, Shaper, GAE and update as
 one jitted ``lax.scan`` per log interval, seeds vmapped; ``update`` is the same function.
 """
@@ -46,7 +52,7 @@ from rl import batch as batch_lib
 from rl import checkpoint, envs, jaxenvs
 from rl import config as config_lib
 from rl.evaluation import run_episodes
-from rl.loop import Common, Lifecycle, check_resumed_shaper
+from rl.loop import Common, Lifecycle, check_resumed_shaper, replay_transition
 from rl.nets import (
     MLP,
     categorical_entropy,
@@ -57,9 +63,11 @@ from rl.nets import (
     mlp_numpy,
     orthogonal,
 )
+from rl.replay import Replay
 from rl.returns import gae
 from rl.rewards import RunningStats, Shaper, from_config, registry
 from rl.rewards.annotate import annotate_segments
+from rl.rewards.feedback import Feedback
 from rl.runs import Run, print_result
 
 
@@ -93,6 +101,7 @@ class Config(Common):
     adv_coef_ext: float = 1.0  # RND: 2
     adv_coef_int: float = 1.0
     jit_env: bool = True  # JAX-native envs (xminigrid:, gymnax:): rollout and update in one jitted scan
+    preference_buffer: int = 100_000  # env steps kept for the preference streams' queries (PrefPPO)
 
     def validate(self) -> None:
         super().validate()
@@ -511,10 +520,21 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         seen = [env.step(env.action_space.sample())[4]["next_obs"] for _ in range(shaper.warmup_steps())]
         state = state._replace(shaper=shaper.warm_up(state.shaper, warmup_batch(np.stack(seen))))
         obs, _ = env.reset()
+    # preference streams (PrefPPO): a replay their feedback sessions draw queries from
+    replay = Replay.from_spec(spec, cfg.preference_buffer) if Feedback.wanted(shaper) else None
+    rstate = replay.init() if replay is not None else None
     if resume is not None:
         check_resumed_shaper(resume, shaper)
-        state, loop = checkpoint.load(resume, state, loop)[:2]
+        state, loop, saved, saved_rstate, _ = checkpoint.load(resume, state, loop)
+        if replay is not None:
+            replay, rstate = saved, replay.close_episodes(saved_rstate, loop["obs"])
         obs, _ = env.reset(seed=cfg.seed + int(state.step))  # fresh episodes, reproducible from here
+    feedback = (
+        Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed)
+        if replay
+        else None
+    )
+    add = jax.jit(replay.add, donate_argnums=0) if replay is not None else None
     norm = normalizes_obs(cfg, spec)
     host, act = rollout_actor(cfg, spec)
     learn = jax.jit(partial(update, cfg, spec, shaper), donate_argnums=(0,))
@@ -536,7 +556,10 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     described = {"shaper": shaper.describe()}
 
     def save():
-        return run.save_checkpoint(step, state, loop={"obs": obs, "obs_stats": obs_stats}, **described)
+        loop = {"obs": obs, "obs_stats": obs_stats}
+        if replay is not None:
+            return run.save_checkpoint(step, state, replay, rstate, loop=loop, **described)
+        return run.save_checkpoint(step, state, loop=loop, **described)
 
     def save_failed():
         return run.save_failed(step, state, loop={"obs": obs, "obs_stats": obs_stats})
@@ -563,6 +586,12 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                     buf["policy_obs"][t] = x
                     if truncated.any():  # bootstrapped from in update, under these statistics
                         buf["final_obs"][t] = observe(cfg, spec, obs_stats, info["next_obs"], False)[1]
+                if feedback:
+                    transition = replay_transition(obs, action, reward, terminated, truncated, info)
+                    rstate = add(rstate, **transition)
+                    shaper_state, m = feedback.after(state.shaper, rstate, step, step + E, info["episodes"])
+                    state = state._replace(shaper=shaper_state)
+                    life.add(m)
                 obs = next_obs
                 step += E
                 run.record_episodes(info["episodes"])
@@ -744,6 +773,11 @@ def train_jitted(
         raise ValueError(
             f"the terms {names} annotate on the host, which PPO's jitted path has no loop for; "
             "train with jit_env=false"
+        )
+    if Feedback.wanted(shaper):
+        raise ValueError(
+            "preference streams query and label on the host, which PPO's jitted path has no loop "
+            "for; train with jit_env=false"
         )
     shaper.check(provided(shaper, spec), "PPO's jitted path")
     shaper.check_scalar(spec.reward_shape, "PPO")

@@ -39,6 +39,11 @@ class Feedback:
     def __bool__(self):
         return bool(self.streams)
 
+    @staticmethod
+    def wanted(shaper) -> bool:
+        """Whether ``shaper`` has a preference stream, whose sessions need a replay."""
+        return any(isinstance(s.term, PreferenceReward) for s in shaper.streams)
+
     def due(self, term: PreferenceReward, before: int, after: int) -> bool:
         """Whether a session of ``term`` falls in (before, after]."""
         if after < term.feedback_start:
