@@ -9,7 +9,8 @@ Arms: SAC on the true reward (the upper bound), PEBBLE (``--config pebble``: sta
 pre-training, critic reset, the preference reward) with feedback budgets of 100, 500 and 1000
 labels (10, 50 and 100 queries a session, every 20,000 env steps as B-Pref's walker-walk runs),
 and at 1000 labels each of B-Pref's scripted teachers (stoch, mistake, myopic, skip, equal; the
-oracle is ``pebble-1000``). Tasks: DMC walker-walk and cheetah-run, state observations.
+oracle is ``pebble-1000``); PrefPPO (``--config prefppo``, B-Pref's ``train_PrefPPO.py``
+settings: 32 envs, state-entropy pre-training for 32,000 steps, 1000 labels). Tasks: DMC walker-walk and cheetah-run, state observations.
 
 Budget stated as a deviation: B-Pref trains walker-walk for 500k steps with 2 x 1024 actor and
 critic; here 200k steps with 2 x 256 (``configs/pebble.yaml``), about 40 minutes of SAC per run
@@ -49,6 +50,7 @@ ARMS = {
     ),
     **{f"pebble-{n}": _pebble(n) for n in BUDGET_ARMS},
     **{f"pebble-1000-{t}": _pebble(1000, t) for t in TEACHER_ARMS},
+    "prefppo-1000": experiment_lib.Arm("ppo", ("--config", "prefppo")),
 }
 TASKS = {"dmc:walker-walk": [], "dmc:cheetah-run": []}
 BUDGETS = {
@@ -62,7 +64,14 @@ TINY = ["hidden=[32,32]", "batch_size=32", "learning_starts=50"]
 PHASES = ["reset_critic_at=150", f"{_P}.state_entropy.stop=150", f"{_P}.preference.start=150",
           f"{_P}.preference.feedback_start=150", f"{_P}.preference.feedback_every=200",
           f"{_P}.preference.segment=10", f"{_P}.preference.hidden=[32]", f"{_P}.preference.epochs=5"]  # fmt: skip
-SMOKE = {**dict.fromkeys(TASKS, TINY), **{(a, t): PHASES for a in ARMS if a != "sac" for t in TASKS}}
+PPO_TINY = ["num_envs=2", "num_steps=50", "num_minibatches=2", "update_epochs=1", "hidden=[32,32]",
+            "preference_buffer=1000", f"{_P}.state_entropy.stop=150", *PHASES[2:]]  # fmt: skip
+SAC_ARMS = [a for a in ARMS if ARMS[a].agent == "sac"]
+SMOKE = {
+    **{("sac", t): TINY for t in TASKS},
+    **{(a, t): TINY + PHASES for a in SAC_ARMS if a != "sac" for t in TASKS},
+    **{("prefppo-1000", t): PPO_TINY for t in TASKS},
+}
 
 
 def main(argv=None) -> int:

@@ -100,6 +100,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _merge(current: dict, value: dict) -> dict:
+    """``value`` over ``current``, nested dicts merged key by key: an override of
+    ``shaper.streams.preference.capacity`` keeps the preset's other preference options."""
+    out = dict(current)
+    for k, v in value.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def apply(cfg, updates: dict, prefix: str = ""):
     """Return a copy of ``cfg`` with nested ``updates`` applied, type-checked key by key."""
     hints = typing.get_type_hints(type(cfg))
@@ -117,7 +126,7 @@ def apply(cfg, updates: dict, prefix: str = ""):
         if _is_dataclass_type(tp) and isinstance(value, dict):
             changes[key] = apply(current, value, prefix=f"{prefix}{key}.")
         elif (typing.get_origin(tp) is dict or tp is dict) and isinstance(value, dict):
-            changes[key] = {**current, **value}
+            changes[key] = _merge(current, value)
         else:
             changes[key] = _coerce(value, tp, prefix + key)
     return dataclasses.replace(cfg, **changes)

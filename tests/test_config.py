@@ -90,6 +90,22 @@ def test_presets_apply_in_order_then_overrides(tmp_path):
         C.build(Cfg, presets=["missing"])
 
 
+def test_an_override_of_one_nested_dict_option_keeps_the_presets_others(tmp_path):
+    """Dict-typed keys (``shaper.streams``, ``env_options``) merge key by key at every depth:
+    a budget arm's ``shaper.streams.preference.capacity=100`` on the PEBBLE preset keeps its
+    segment, query and schedule (a shallow merge replaced the whole ``preference`` dict)."""
+    p = tmp_path / "p.yaml"
+    p.write_text(
+        "env_options: {a: 1, b: 2}\nshaper:\n  terms: [preference]\n"
+        "  streams:\n    preference: {segment: 50, query: disagreement}\n"
+    )
+    cfg = C.build(Cfg, [str(p)], ["shaper.streams.preference.capacity=100", "env_options.b=3"])
+    assert cfg.shaper.streams["preference"] == {"segment": 50, "query": "disagreement", "capacity": 100}
+    assert cfg.env_options == {"a": 1, "b": 3}
+    cfg = C.build(Cfg, [str(p)], ["shaper.streams.preference.segment=10"])
+    assert cfg.shaper.streams["preference"] == {"segment": 10, "query": "disagreement"}
+
+
 def test_round_trip_through_yaml(tmp_path):
     cfg = C.build(Cfg, overrides=["net.hidden=[8, 8]", "lr=0.5"])
     p = tmp_path / "c.yaml"

@@ -292,13 +292,14 @@ def test_the_dreamsmooth_diagnostic_counts_each_event_type_at_its_step_and_windo
 
 
 def test_the_pebble_arms_set_the_budget_and_the_teacher_and_smoke_reaches_every_phase():
-    """Each arm x task (paper and smoke budgets) is a valid SAC config: the SAC arm trains on
-    the true reward; the PEBBLE arms differ from pebble-1000 only in the label budget or the
-    teacher; at the smoke budget the sessions fall inside its 400 steps."""
+    """Each arm x task (paper and smoke budgets) is a valid config of its agent: the SAC arm
+    trains on the true reward; the PEBBLE arms differ from pebble-1000 only in the label budget
+    or the teacher; PrefPPO learns from the same kind of stream; at the smoke budget the
+    sessions fall inside its 400 steps."""
     sys.path.insert(0, str(ROOT / "experiments"))
     import pebble
 
-    from rl.agents import sac
+    from rl.agents import ppo, sac
 
     def build(arm, task, smoke):
         args = list(pebble.ARMS[arm].overrides)
@@ -306,7 +307,8 @@ def test_the_pebble_arms_set_the_budget_and_the_teacher_and_smoke_reaches_every_
             args += [*pebble.SMOKE.get(task, []), *pebble.SMOKE.get((arm, task), [])]
         presets = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
         rest = [a for i, a in enumerate(args) if a != "--config" and (i == 0 or args[i - 1] != "--config")]
-        return config_lib.build(sac.Config, presets, [*rest, f"env={task}"])
+        agent = {"sac": sac, "ppo": ppo}[pebble.ARMS[arm].agent]
+        return config_lib.build(agent.Config, presets, [*rest, f"env={task}"])
 
     for task in pebble.TASKS:
         for smoke in (False, True):
@@ -322,10 +324,14 @@ def test_the_pebble_arms_set_the_budget_and_the_teacher_and_smoke_reaches_every_
                     and cfg.shaper.extrinsic["weight"] == 0.0
                 )
                 differ = {k for k in set(p) | set(ref) if p.get(k) != ref.get(k)}
+                if arm.startswith("prefppo"):  # B-Pref's PrefPPO schedule: sessions every 32,000 steps
+                    differ -= {"start", "feedback_start", "feedback_every"}
                 assert differ <= {"capacity", "per_session", "teacher"}, (arm, differ)
                 if smoke:
-                    pref = sac.build_shaper(cfg).streams[2].term
-                    assert pref.feedback_start < 400 and cfg.reset_critic_at < 400
+                    agent = ppo if arm.startswith("prefppo") else sac
+                    pref = agent.build_shaper(cfg).streams[2].term
+                    assert pref.feedback_start < 400 and getattr(cfg, "reset_critic_at", 0) < 400
+            assert ref["segment"] == (10 if smoke else 50) and ref["query"] == "disagreement"  # the preset's
             assert {a: built[a].shaper.streams["preference"]["capacity"] for a in ("pebble-100", "pebble-500")} == {
                 "pebble-100": 100, "pebble-500": 500}  # fmt: skip
 
