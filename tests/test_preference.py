@@ -253,9 +253,13 @@ def test_pebble_on_pendulum_queries_labels_fits_and_relabels_at_sample_time(tmp_
     spec = envs.make_spec(cfg.env, 1, 0)
     shaper = sac.build_shaper(cfg)
     template = sac.init(cfg, spec, jax.random.PRNGKey(0), shaper)
-    state, _, replay, rstate, _ = checkpoint.load(
+    state, loop, replay, rstate, _ = checkpoint.load(
         checkpoint.latest(run / "checkpoints"), template, sac.init_loop(cfg, spec)
     )
+    # the teachers' margin survives a resume: the checkpoint holds the true episode returns
+    episodes = [m["train/episode_return"] for m in metrics if "train/episode_return" in m]  # one, at 200
+    kept = loop["teacher_returns"][np.isfinite(loop["teacher_returns"])]
+    assert len(episodes) == 1 and kept.tolist() == pytest.approx(episodes, rel=1e-6)
     term_state = state.shaper.terms["preference"]
     assert int(term_state.fixed["count"]) == 10
     batch = replay.sample(rstate, jax.random.PRNGKey(5), 64)
@@ -359,3 +363,22 @@ def test_prefppo_queries_from_its_own_replay_and_trains_on_the_learned_reward(tm
     jitted = config_lib.build(ppo.Config, overrides={**over, "env": "gymnax:CartPole-v1", "num_envs": 2})
     with pytest.raises(ValueError, match="jitted path has no loop"):
         ppo.train(jitted)
+
+
+def test_the_teachers_recent_returns_round_trip_through_the_loop_state():
+    from rl.rewards.feedback import RECENT, Feedback
+
+    class Nothing:
+        streams = ()
+
+    fb = Feedback(Nothing(), type("R", (), {"sample_segments": lambda self, *a: None})(), None, 100)
+    assert np.isnan(fb.recent()).all() and fb.recent().shape == (RECENT,)
+    fb.returns = [float(i) for i in range(14)]
+    kept = fb.recent()
+    np.testing.assert_array_equal(kept, np.arange(4, 14))
+    again = Feedback(Nothing(), type("R", (), {"sample_segments": lambda self, *a: None})(), None, 100)
+    again.restore(kept)
+    assert again.returns == list(map(float, range(4, 14)))
+    again.returns = [3.0]
+    again.restore(again.recent())
+    assert again.returns == [3.0]

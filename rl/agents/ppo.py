@@ -67,7 +67,7 @@ from rl.replay import Replay
 from rl.returns import gae
 from rl.rewards import RunningStats, Shaper, from_config, registry
 from rl.rewards.annotate import annotate_segments
-from rl.rewards.feedback import Feedback
+from rl.rewards.feedback import RECENT, Feedback
 from rl.runs import Run, print_result
 
 
@@ -244,6 +244,7 @@ def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
     return {
         "obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype),
         "obs_stats": RunningStats.zeros(spec.obs_shape if normalizes_obs(cfg, spec) else ()).host(),
+        "teacher_returns": np.full(RECENT, np.nan),  # the preference teachers' recent true returns
     }
 
 
@@ -529,11 +530,10 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         if replay is not None:
             replay, rstate = saved, replay.close_episodes(saved_rstate, loop["obs"])
         obs, _ = env.reset(seed=cfg.seed + int(state.step))  # fresh episodes, reproducible from here
-    feedback = (
-        Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed)
-        if replay
-        else None
-    )
+    feedback = None
+    if replay is not None:
+        feedback = Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed)
+        feedback.restore(loop["teacher_returns"])
     add = jax.jit(replay.add, donate_argnums=0) if replay is not None else None
     norm = normalizes_obs(cfg, spec)
     host, act = rollout_actor(cfg, spec)
@@ -555,14 +555,17 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     obs_stats = loop["obs_stats"]
     described = {"shaper": shaper.describe()}
 
+    def loop_now():
+        recent = feedback.recent() if feedback else np.full(RECENT, np.nan)
+        return {"obs": obs, "obs_stats": obs_stats, "teacher_returns": recent}
+
     def save():
-        loop = {"obs": obs, "obs_stats": obs_stats}
         if replay is not None:
-            return run.save_checkpoint(step, state, replay, rstate, loop=loop, **described)
-        return run.save_checkpoint(step, state, loop=loop, **described)
+            return run.save_checkpoint(step, state, replay, rstate, loop=loop_now(), **described)
+        return run.save_checkpoint(step, state, loop=loop_now(), **described)
 
     def save_failed():
-        return run.save_failed(step, state, loop={"obs": obs, "obs_stats": obs_stats})
+        return run.save_failed(step, state, loop=loop_now())
 
     life = Lifecycle(
         cfg,
@@ -812,7 +815,8 @@ def train_jitted(
         return jax.tree.map(lambda x: x[i], c)
 
     def loop_of(c):
-        return {"obs": np.asarray(c.obs), "obs_stats": RunningStats(*jax.device_get(c.obs_stats)).host()}
+        stats = RunningStats(*jax.device_get(c.obs_stats)).host()
+        return {"obs": np.asarray(c.obs), "obs_stats": stats, "teacher_returns": np.full(RECENT, np.nan)}
 
     lives = []
     for i, run in enumerate(runs):

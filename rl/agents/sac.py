@@ -49,7 +49,7 @@ from rl.replay import Replay
 from rl.returns import n_step_return
 from rl.rewards import Shaper, from_config
 from rl.rewards.annotate import EpisodeAnnotator
-from rl.rewards.feedback import Feedback
+from rl.rewards.feedback import RECENT, Feedback
 from rl.runs import Run, print_result
 
 
@@ -206,7 +206,10 @@ def reset_critic(cfg: Config, spec: envs.EnvSpec, state: State) -> State:
 def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
     """The host-side loop state a checkpoint keeps: the envs' current observations (a resumed
     run ends their open episodes with them)."""
-    return {"obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype)}
+    return {
+        "obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype),
+        "teacher_returns": np.full(RECENT, np.nan),  # the preference teachers' recent true returns
+    }
 
 
 def act(cfg: Config, spec: envs.EnvSpec, state: State, obs, key, deterministic: bool = False):
@@ -420,12 +423,14 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     described = {"shaper": shaper.describe()}
     # preference streams' feedback sessions (PEBBLE): labels into the run's labels.jsonl
     feedback = Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed)
+    feedback.restore(loop["teacher_returns"])
 
     def save():
-        return run.save_checkpoint(step, state, replay, rstate, loop={"obs": obs}, **described)
+        loop = {"obs": obs, "teacher_returns": feedback.recent()}
+        return run.save_checkpoint(step, state, replay, rstate, loop=loop, **described)
 
     def save_failed():
-        return run.save_failed(step, state, loop={"obs": obs})
+        return run.save_failed(step, state, loop={"obs": obs, "teacher_returns": feedback.recent()})
 
     life = Lifecycle(
         cfg,

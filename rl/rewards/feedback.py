@@ -20,6 +20,8 @@ import numpy as np
 
 from rl.rewards.preference import TEACHERS, PreferenceReward, append_labels, teacher_margin
 
+RECENT = 10  # episodes in B-Pref's teacher margin (``teacher_margin``)
+
 
 class Feedback:
     """The sessions of every preference stream of ``shaper`` for one agent's replay."""
@@ -29,7 +31,7 @@ class Feedback:
         self.replay, self.labels_path = replay, labels_path
         self.episode_length = episode_length or 1000
         self.seed = seed
-        # true episode returns seen (the teachers' margin; a resumed run starts them afresh)
+        # true episode returns seen: the teachers' margin reads the last RECENT (checkpointed)
         self.returns: list[float] = []
         self._sample = jax.jit(replay.sample_segments, static_argnums=(2, 3))
         self._select = {s.name: jax.jit(s.term.select, static_argnums=(3, 4)) for s in self.streams}
@@ -38,6 +40,18 @@ class Feedback:
 
     def __bool__(self):
         return bool(self.streams)
+
+    def recent(self) -> np.ndarray:
+        """The last ``RECENT`` true episode returns, NaN-padded in front: what a checkpoint keeps
+        so a resumed run's teachers use the margin the first run would have."""
+        out = np.full(RECENT, np.nan)
+        last = self.returns[-RECENT:]
+        if last:
+            out[RECENT - len(last) :] = last
+        return out
+
+    def restore(self, recent) -> None:
+        self.returns = [float(x) for x in np.asarray(recent) if np.isfinite(x)]
 
     @staticmethod
     def wanted(shaper) -> bool:
