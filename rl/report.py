@@ -6,7 +6,9 @@ last evaluation line); beside it, the training log's score: the mean return of t
 episodes finished in training (how RLeXplore scores its table). Per task and arm: the interquartile mean over seeds with a 95%
 stratified bootstrap CI (Agarwal et al. 2021, rliable). When reference scores are given
 (e.g. a paper's numbers), scores are also divided by them and aggregated across tasks into
-one IQM per arm. Writes ``report.md``, ``results.json`` and ``curves.png``.
+one IQM per arm. Multi-objective runs (their evaluation is a front: ``eval/hypervolume``,
+``eval/eum``) get a second table: the final front's hypervolume and EUM, IQM over seeds with
+CIs. Writes ``report.md``, ``results.json`` and ``curves.png``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rl import config as config_lib
 from rl.runs import read_metrics
 
 CURVE_KEY = "train/episode_return"
+FRONT_KEYS = ("eval/hypervolume", "eval/eum")  # a multi-objective run's final front
 TRAIN_EPISODES = 10  # the training log's score: the mean return of this many last episodes
 
 
@@ -49,13 +52,18 @@ def find_runs(root) -> list[dict]:
             continue
         cfg = config_lib.load_yaml(cfg_path)
         rows = read_metrics(d / "metrics.jsonl")
-        score, done = None, False
+        score, done, summary = None, False, {}
         if (d / "summary.json").exists():
             summary = json.loads((d / "summary.json").read_text())
             score, done = summary.get("eval/episode_return"), True
         if score is None:
             evals = [r["eval/episode_return"] for r in rows if "eval/episode_return" in r]
             score = evals[-1] if evals else None
+        front = {}
+        for key in FRONT_KEYS:  # the summary's, else the last evaluation's
+            values = [summary[key]] if key in summary else [r[key] for r in rows if key in r]
+            if values:
+                front[key.split("/")[1]] = float(values[-1])
         curve = [(r["step"], r[CURVE_KEY]) for r in rows if CURVE_KEY in r]
         name = cfg.get("run_name", d.name)
         runs.append(
@@ -69,6 +77,7 @@ def find_runs(root) -> list[dict]:
                 "finished": done,
                 "score": score,
                 "train_score": train_score(rows),
+                "front": front,
                 "curve": curve,
             }
         )
@@ -119,6 +128,22 @@ def _score_table(runs, references):
             point, lo, hi = iqm_ci({"x": mat})["x"]
             aggregate[arm] = {"iqm": point, "ci": [lo, hi], "tasks": tasks, "runs_per_task": n}
     return per_task, aggregate
+
+
+def _front_table(runs) -> dict:
+    """Per (arm, task) of the runs with a front: n and (IQM, lo, hi) of hypervolume and EUM."""
+    by = defaultdict(list)
+    for r in runs:
+        if all(k in r.get("front", {}) for k in ("hypervolume", "eum")):
+            by[(r["arm"], r["task"])].append(r["front"])
+    out = {}
+    for key, fs in sorted(by.items()):
+        stats = {
+            m: iqm_ci({"x": np.asarray([f[m] for f in fs], np.float64)[:, None]})["x"]
+            for m in ("hypervolume", "eum")
+        }
+        out[key] = {"n": len(fs), **stats}
+    return out
 
 
 def plot_curves(runs, path, grid_points: int = 100) -> Path | None:
@@ -217,6 +242,23 @@ def report(
         for task in sorted({t for _, t in per_task}):
             cells = [score(per_task[a, task]["iqm"]) if (a, task) in per_task else "-" for a in arms]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    fronts = _front_table(runs)
+    if fronts:
+        lines += [
+            "",
+            "Multi-objective runs, the final front (IQM over seeds, 95% stratified bootstrap CIs):",
+            "",
+        ]
+        lines += [
+            "| arm | task | runs | hypervolume | 95% CI | EUM | 95% CI |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (arm, task), f in fronts.items():
+            hv, eum = f["hypervolume"], f["eum"]
+            lines.append(
+                f"| {arm} | {task} | {f['n']} | {score(hv[0])} | [{score(hv[1])}, {score(hv[2])}] | "
+                f"{score(eum[0])} | [{score(eum[1])}, {score(eum[2])}] |"
+            )
     unfinished = [r["name"] for r in runs if not r["finished"]]
     if aggregate:
         lines += ["", "Aggregate over tasks with a reference, as a fraction of it:", ""]
@@ -234,6 +276,7 @@ def report(
     results = {
         "per_task": [{"arm": a, "task": t, **v} for (a, t), v in per_task.items()],
         "aggregate": aggregate,
+        "fronts": [{"arm": a, "task": t, **v} for (a, t), v in fronts.items()],
         "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -153,6 +153,27 @@ def _fake_run(root, name, env, score, agent="ppo"):
     (d / "summary.json").write_text(json.dumps({"eval/episode_return": score}))
 
 
+def test_report_scores_multi_objective_runs_by_hypervolume_and_eum(tmp_path):
+    """A run whose evaluation is a front gets the front table: IQM of the seeds' final
+    hypervolume and EUM (single-objective runs do not appear in it)."""
+    for seed, (hv, eum) in enumerate([(300.0, 5.0), (350.0, 6.0), (400.0, 7.0), (380.0, 6.5)]):
+        name = f"envelope__mo-deep-sea-treasure-v0__s{seed}"
+        _fake_run(tmp_path, name, "mo:deep-sea-treasure-v0", score=eum, agent="envelope")
+        summary = {"eval/episode_return": eum, "eval/hypervolume": hv, "eval/eum": eum}
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    _fake_run(tmp_path, "ppo__gym-CartPole-v1__s0", "gym:CartPole-v1", score=500.0)
+    md = report_lib.report(tmp_path, tmp_path, title="t").read_text()
+    front_table = md[md.index("Multi-objective runs") :]
+    row = next(
+        x for x in front_table.splitlines() if x.startswith("| envelope | mo:deep-sea-treasure-v0 | 4 |")
+    )
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[4] == "365" and cells[6] == "6.25"  # IQM of 4 seeds: the mean of the middle two
+    assert "| ppo |" not in front_table
+    fronts = json.loads((tmp_path / "results.json").read_text())["fronts"]
+    assert [f["arm"] for f in fronts] == ["envelope"] and fronts[0]["n"] == 4
+
+
 def test_report_layout_is_tasks_by_arms_in_the_arm_order(tmp_path):
     arms = ["icm", "rnd", "sum"]
     for i, arm in enumerate(arms):
