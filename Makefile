@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python experiments/bench/jitted.py
 	$(BIN)/python experiments/bench/dreamer.py
 	$(BIN)/python experiments/bench/preference.py
+	$(BIN)/python experiments/bench/preference.py --overhead 12000
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check rl tests experiments notebooks
