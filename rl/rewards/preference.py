@@ -127,6 +127,7 @@ class PreferenceReward:
     ``inputs``: ``obs_action`` (B-Pref's r(s, a)) or ``obs``. Labels: ``capacity`` pairs of
     ``segment`` steps, added with :meth:`add_labels`, fitted by :meth:`fit`."""
 
+    fit_in_sessions = True  # fitted by the feedback sessions only (B-Pref), not every update
     members: int = 3
     hidden: tuple[int, ...] = (256, 256, 256)
     lr: float = 3e-4

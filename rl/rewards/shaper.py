@@ -304,8 +304,14 @@ class Shaper:
         return state.replace(terms=terms)
 
     def fitted(self) -> list[Stream]:
-        """Streams whose term trains on its own data and cadence (``fit``)."""
-        return [s for s in self.streams if hasattr(s.term, "fit")]
+        """Streams whose term trains on its own data at the Shaper's cadence (``fit`` every
+        ``fit_every`` env steps). Terms fitted only by their feedback sessions
+        (``fit_in_sessions``: the preference reward, ``rl.rewards.feedback``) are not."""
+        return [
+            s
+            for s in self.streams
+            if hasattr(s.term, "fit") and not getattr(s.term, "fit_in_sessions", False)
+        ]
 
     # -- state ---------------------------------------------------------------------------
 
