@@ -96,7 +96,16 @@ def overhead(steps: int) -> int:
 
     common = {"env": "dmc:walker-walk", "total_steps": steps, "eval_episodes": 1, "log_every": 1000}
     arms = {
-        "SAC": ([], {"batch_size": 1024, "actor_lr": 5e-4, "critic_lr": 5e-4, "init_alpha": 0.1}),
+        "SAC": (  # PEBBLE's settings on the env reward: the same updates from the same step
+            [],
+            {
+                "batch_size": 1024,
+                "actor_lr": 5e-4,
+                "critic_lr": 5e-4,
+                "init_alpha": 0.1,
+                "learning_starts": 1000,
+            },
+        ),
         "PEBBLE": (["pebble"], {}),
     }
     rows = {}
