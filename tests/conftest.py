@@ -11,9 +11,13 @@ removed when the run ends."""
 
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
+import time
 
 import jax
+import pytest
 
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -31,3 +35,22 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 def pytest_unconfigure(config):
     if _OWN_CACHE and not hasattr(config, "workerinput"):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture
+def sigkill_after_checkpoint():
+    """A function ``(cmd, run_dir, settle=0.0, timeout=300)``: start ``cmd`` (an ``rl train``),
+    SIGKILL it ``settle`` seconds after ``run_dir`` has its first checkpoint, and check one was
+    written before the kill (the resume tests' start)."""
+
+    def kill(cmd, run_dir, settle: float = 0.0, timeout: float = 300):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*/meta.json")):
+            time.sleep(0.2)
+        time.sleep(settle)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert list((run_dir / "checkpoints").glob("step_*/meta.json")), "no checkpoint before the kill"
+
+    return kill

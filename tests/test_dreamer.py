@@ -4,10 +4,8 @@ chunks, the Shaper's reward reaching the reward head, one compilation, resume af
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -384,7 +382,7 @@ def test_strided_convolutions_match_lax_and_upsampling_lays_out_2x2_blocks():
                     np.testing.assert_allclose(y[:, a::2, c::2, :], blocks[:, :, :, a, c, :], atol=1e-5)
 
 
-def test_sigkill_then_resume_with_one_compile_per_step_program(tmp_path):
+def test_sigkill_then_resume_with_one_compile_per_step_program(tmp_path, sigkill_after_checkpoint):
     """Killed after its first checkpoint (still collecting), resumed to the end; the resumed
     process compiles its two step programs (collect, learn) once each, however many updates
     it runs."""
@@ -393,14 +391,7 @@ def test_sigkill_then_resume_with_one_compile_per_step_program(tmp_path):
     cmd = [sys.executable, "-m", "rl.cli", "train", "dreamer", "--env", "gym:Pendulum-v1", *over,
            "total_steps=120", "log_every=20", "checkpoint_every=40", "eval_episodes=1", f"runs_dir={tmp_path}",
            "experiment=t", "run_name=k"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list((run / "checkpoints").glob("step_*/meta.json")):
-        time.sleep(0.2)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert list((run / "checkpoints").glob("step_*/meta.json")), "no checkpoint before the kill"
+    sigkill_after_checkpoint(cmd, run, settle=0.5)
     env = {**os.environ, "JAX_LOG_COMPILES": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "rl.cli", "resume", str(run)], capture_output=True, text=True, env=env

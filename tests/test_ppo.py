@@ -318,24 +318,15 @@ def test_schedules_count_env_steps_under_ppo_and_sac():
     assert float(sm["reward/bonus_weight"]) == pytest.approx(float(m["reward/bonus_weight"]))
 
 
-def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path):
-    import signal
+def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, sigkill_after_checkpoint):
     import subprocess
     import sys
-    import time
 
     run = tmp_path / "t" / "k"
     cmd = [sys.executable, "-m", "rl.cli", "train", "ppo", "--env", "gym:CartPole-v1", "total_steps=8192",
            "num_envs=2", "num_steps=128", "num_minibatches=2", "update_epochs=1", "log_every=256",
            "checkpoint_every=1024", "eval_episodes=1", f"runs_dir={tmp_path}", "experiment=t", "run_name=k"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((run / "checkpoints").glob("step_*/meta.json")):
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert list((run / "checkpoints").glob("step_*/meta.json")), "no checkpoint before the kill"
+    sigkill_after_checkpoint(cmd, run, settle=1.0, timeout=240)
     out = subprocess.run([sys.executable, "-m", "rl.cli", "resume", str(run)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(x) for x in open(run / "metrics.jsonl")]

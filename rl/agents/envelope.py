@@ -53,6 +53,7 @@ from rl.nets import MLP
 from rl.replay import Replay
 from rl.rewards import Shaper, from_config
 from rl.rewards import multiobjective as mo
+from rl.rewards.schedules import Linear
 from rl.runs import Run, print_result
 
 
@@ -169,11 +170,16 @@ def init_loop(cfg: Config, spec: envs.EnvSpec) -> dict:
     return {"obs": np.zeros((spec.num_envs, *spec.obs_shape), spec.obs_dtype)}
 
 
-def linear_schedule(start: float, end: float, steps: int, step, warmup: int):
-    """The reference's ``linearly_decaying_value``: ``start`` until ``warmup``, then linear to
-    ``end`` over ``steps`` env steps, then ``end``."""
-    frac = jnp.clip((step - warmup) / max(steps, 1), 0.0, 1.0)
-    return start + (end - start) * frac
+def epsilon(cfg: Config, step):
+    """Exploration: 1 before ``learning_starts``, then ``epsilon_start`` linearly to
+    ``epsilon_end`` over ``epsilon_steps`` (the reference's ``linearly_decaying_value``)."""
+    eps = Linear(cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_steps)(step - cfg.learning_starts)
+    return jnp.where(step < cfg.learning_starts, 1.0, eps)
+
+
+def homotopy(cfg: Config, step):
+    """The loss's lambda, linear from ``homotopy_start`` after ``learning_starts``."""
+    return Linear(cfg.homotopy_start, cfg.homotopy_end, cfg.homotopy_steps)(step - cfg.learning_starts)
 
 
 def greedy(net: QNet, params, obs, w):
@@ -243,9 +249,7 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch:
             net.apply({"params": state.target}, next_obs, w),
         )
     y = jax.lax.stop_gradient(reward + cfg.gamma * discount[:, None] * boot)
-    lam = linear_schedule(
-        cfg.homotopy_start, cfg.homotopy_end, cfg.homotopy_steps, state.step, cfg.learning_starts
-    )
+    lam = homotopy(cfg, state.step)
 
     def loss_fn(params):
         q = net.apply({"params": params}, obs, w)[jnp.arange(m * b), action]
@@ -292,8 +296,7 @@ def train_step(cfg, spec, shaper, replay: Replay, learn: bool, state: State, rst
     done = transition["terminated"] | transition["truncated"]
     fresh = mo.sample_simplex(k_pref, cfg.num_envs, spec.reward_dim)
     pref = jnp.where(jnp.asarray(done)[:, None], fresh, state.pref)
-    eps = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_steps, step, cfg.learning_starts)
-    eps = jnp.where(step < cfg.learning_starts, 1.0, eps)
+    eps = epsilon(cfg, step)
     random = jax.random.randint(k_rand, (cfg.num_envs,), 0, spec.num_actions)
     explore = jax.random.uniform(k_eps, (cfg.num_envs,)) < eps
     action = jnp.where(explore, random, greedy(network(cfg, spec), state.params, next_obs, pref))
