@@ -11,6 +11,7 @@ AGENTS = {
     "ppo": "rl.agents.ppo",
     "dreamer": "rl.agents.dreamer",
     "envelope": "rl.agents.envelope",
+    "cmorl": "rl.agents.cmorl",
 }
 
 
