@@ -387,3 +387,45 @@ def test_the_envelope_experiment_scores_a_front_against_the_true_one(tmp_path):
     md = envelope_dst.write_report(root, root, list(envelope_dst.TASKS), "paper").read_text()
     assert "| mo:deep-sea-treasure-v0 | 2 | 100 |" in md and "10/9 of 10" in md
     assert "| mo:minecart-v0 | 0 |" in md
+
+
+def test_the_cmorl_experiment_tables_both_protocols(tmp_path):
+    """Its arms' overrides build valid configs; the protocol tables aggregate each run's
+    front.json per (arm, env) and the fronts' plot is written."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import cmorl as cmorl_experiment
+
+    from rl.agents import cmorl
+    from rl.rewards import multiobjective as mo
+
+    for arm in cmorl_experiment.ARMS.values():
+        for task in cmorl_experiment.TASKS:
+            cfg = config_lib.build(
+                cmorl.Config, overrides={"env": task, **config_lib.parse_overrides(arm.overrides)}
+            )
+            assert cfg.method in ("cmorl", "linear")
+    root = tmp_path / "cmorl-paper"
+    for arm, scale in (("cmorl", 2.0), ("mo_ppo_linear", 1.0)):
+        for seed in (0, 1):
+            run = root / f"{arm}__mo-mo-hopper-2obj-v5__s{seed}"
+            run.mkdir(parents=True)
+            points = scale * np.array([[10.0, 1.0], [5.0, 5.0], [1.0, 10.0]]) + seed
+            protocols = {
+                key: {**mo.front_metrics(points * f, [-100, -100], mo.simplex_grid(2, 0.01))}
+                for key, f in (("cmorl", 1.0), ("morl_baselines", 3.0))
+            }
+            mo.write_front(run / "front.json", points, np.full((3, 2), 0.5), {}, env="mo:mo-hopper-2obj-v5",
+                           ref_point=[-100, -100], protocols=protocols)  # fmt: skip
+    (root / "report.md").write_text("# report\n")
+    cmorl_experiment.append_protocols(root, root)
+    md = (root / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| cmorl | mo:mo-hopper-2obj-v5 | 2 |")]
+    assert len(rows) == 2  # one per protocol
+    hv = np.mean(
+        [
+            mo.hypervolume(2.0 * np.array([[10.0, 1.0], [5.0, 5.0], [1.0, 10.0]]) + s, [-100, -100])
+            for s in (0, 1)
+        ]
+    )
+    assert f"{hv:,.4g}" in rows[0]
+    assert (root / "fronts-mo-mo-hopper-2obj-v5.png").exists()
