@@ -27,6 +27,11 @@ Adam eps 1e-5, the learning rate decayed linearly over the initialisation. The e
 continues with the optimizer as the initialisation left it, learning rate included (the
 reference deep-copies the agent; its last decayed rate is lr / n_updates).
 
+Departures, stated: a truncated episode bootstraps from its final observation's value (the
+reference's ``use_proper_time_limits`` zeroes the advantage of that step instead), and the
+training envs reset to fresh seeds (the reference's ``TimeLimitMask`` resets each env with one
+fixed seed, the same start state every episode).
+
 The barrier (``ipo_update``): with R_bar the minibatch mean of the scaled returns per
 objective and rho the clipped ratio, ``-mean_{b, j != i} log(max(rho_b R_bar_j - beta R_bar_j,
 0.001)) / t`` is added to the surrogate of objective i's advantage. Budget: ``total_steps``
