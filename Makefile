@@ -34,6 +34,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python experiments/bench/dreamer.py
 	$(BIN)/python experiments/bench/preference.py
 	$(BIN)/python experiments/bench/preference.py --overhead 12000
+	$(BIN)/python experiments/bench/cmorl.py
+	$(BIN)/python experiments/bench/morl_peer.py --iterations 8
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check rl tests experiments notebooks
