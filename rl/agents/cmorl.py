@@ -363,13 +363,31 @@ class Archive:
 # -- evaluation ----------------------------------------------------------------------------------
 
 
-def evaluate_population(cfg: Config, spec, members: Member, episodes: int, gamma: float, env_options=None):
+class Programs(NamedTuple):
+    """The jitted per-step programs, compiled once per run (and per population size)."""
+
+    act: object  # sampling, statistics updated
+    greedy: object  # the deterministic policy, statistics frozen
+    observe: object  # normalization only
+
+
+def programs(cfg: Config, spec: envs.EnvSpec) -> Programs:
+    return Programs(
+        act=jax.jit(partial(act, cfg, spec, False)),
+        greedy=jax.jit(partial(act, cfg, spec, True, update=False)),
+        observe=jax.jit(jax.vmap(lambda s, o: observe(cfg, s, o, False)[1])),
+    )
+
+
+def evaluate_population(
+    cfg: Config, spec, members: Member, episodes: int, gamma: float, env_options=None, progs=None
+):
     """[P, k] mean vector returns of each member's deterministic policy (frozen statistics),
     discounted with ``gamma``; episode e of every member starts from the same seed."""
     P = jax.tree.leaves(members)[0].shape[0]
     options = cfg.env_options if env_options is None else env_options
     env, _ = envs.make(cfg.env, P * episodes, cfg.seed + EVAL_SEED_OFFSET, **options)
-    step_fn = jax.jit(partial(act, cfg, spec, True), static_argnames="update")
+    greedy = (progs or programs(cfg, spec)).greedy
     k = spec.reward_dim
     total, scale = np.zeros((P * episodes, k)), np.ones(P * episodes)
     live = np.ones(P * episodes, bool)
@@ -377,7 +395,7 @@ def evaluate_population(cfg: Config, spec, members: Member, episodes: int, gamma
         obs, _ = env.reset(seed=[cfg.seed + EVAL_SEED_OFFSET + e for _ in range(P) for e in range(episodes)])
         key = jax.random.PRNGKey(0)
         while live.any():
-            _, _, a = step_fn(members, obs.reshape(P, episodes, *obs.shape[1:]), key, update=False)
+            _, _, a = greedy(members, obs.reshape(P, episodes, *obs.shape[1:]), key)
             a = np.asarray(a).reshape(P * episodes, *spec.action_shape)
             obs, reward, terminated, truncated, _ = env.step(ppo.env_action(spec, a))
             total += live[:, None] * scale[:, None] * np.asarray(reward).reshape(-1, k)
@@ -414,13 +432,13 @@ class Population:
     """A stacked population, its envs and rollout buffer: ``rollout`` collects one rollout for
     every member at once (one jitted call per env step for all of them)."""
 
-    def __init__(self, cfg: Config, spec, members: Member, seed: int):
+    def __init__(self, cfg: Config, spec, members: Member, seed: int, progs: Programs | None = None):
         self.cfg, self.spec, self.members = cfg, spec, members
         self.P = jax.tree.leaves(members)[0].shape[0]
         self.env, _ = envs.make(cfg.env, self.P * cfg.num_envs, seed, **cfg.env_options)
         self.obs, _ = self.env.reset()
-        self.act = jax.jit(partial(act, cfg, spec, False))
-        self.observe = jax.jit(jax.vmap(lambda s, o: observe(cfg, s, o, False)[1]))
+        progs = progs or programs(cfg, spec)
+        self.act, self.observe = progs.act, progs.observe
 
     def rollout(self, key, run: Run, step: int, total: int) -> tuple[dict, int]:
         spec, P, E, T = self.spec, self.P, self.cfg.num_envs, self.cfg.num_steps
@@ -504,7 +522,8 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
 
     # stage 1: Pareto initialisation, the members vmapped over preferences
     learn_init, learn_ipo = update_population(cfg, spec, False), update_population(cfg, spec, True)
-    pop = Population(cfg, spec, members, cfg.seed)
+    progs = programs(cfg, spec)
+    pop = Population(cfg, spec, members, cfg.seed, progs)
     objs = jnp.zeros(P, jnp.int32)
     try:
         for j in range(n_init):
@@ -515,7 +534,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
             pop.members, info = learn_init(pop.members, rollout, weights, objs, k_upd)
             updates += 1
             if (j + 1) % cfg.init_eval_interval == 0 or j == n_init - 1:
-                points = evaluate_population(cfg, spec, pop.members, cfg.eval_episodes, cfg.eval_gamma)
+                points = evaluate_population(
+                    cfg, spec, pop.members, cfg.eval_episodes, cfg.eval_gamma, progs=progs
+                )
                 archive.add(points, unstack(pop.members), list(weights))
                 run.log(step, {name: float(v.mean()) for name, v in info.items()})
                 log_front("init")
@@ -530,7 +551,7 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         if not chosen:
             break
         tasks = [(i, obj) for i in chosen for obj in range(k)]
-        pop = Population(cfg, spec, stack([archive.policies[i] for i, _ in tasks]), cfg.seed + updates)
+        pop = Population(cfg, spec, stack([archive.policies[i] for i, _ in tasks]), cfg.seed + updates, progs)
         objs = jnp.asarray([obj for _, obj in tasks], jnp.int32)
         task_w = np.stack([np.eye(k, dtype=np.float32)[obj] for _, obj in tasks])
         try:
@@ -539,17 +560,19 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 rollout, step = pop.rollout(k_roll, run, step, cfg.total_steps)
                 pop.members, info = learn_ipo(pop.members, rollout, task_w, objs, k_upd)
                 updates, done_ext = updates + 1, done_ext + 1
-                points = evaluate_population(cfg, spec, pop.members, cfg.eval_episodes, cfg.eval_gamma)
+                points = evaluate_population(
+                    cfg, spec, pop.members, cfg.eval_episodes, cfg.eval_gamma, progs=progs
+                )
                 archive.add(points, unstack(pop.members), list(task_w))
         finally:
             pop.close()
         log_front("extension")
-    summary = finish(cfg, spec, run, archive, ref, grid, step)
+    summary = finish(cfg, spec, run, archive, ref, grid, step, progs)
     print_result(summary, cfg.eval_episodes)
     return summary
 
 
-def finish(cfg: Config, spec, run: Run, archive: Archive, ref, grid, step: int) -> dict:
+def finish(cfg: Config, spec, run: Run, archive: Archive, ref, grid, step: int, progs=None) -> dict:
     """The final front under both protocols into ``front.json`` (and ``front.png``), the summary."""
     m = mo.front_metrics(archive.points, ref, grid)
     metrics = {f"eval/{name}": float(v) for name, v in m.items()}
@@ -563,7 +586,9 @@ def finish(cfg: Config, spec, run: Run, archive: Archive, ref, grid, step: int) 
     }
     if cfg.mb_episode_steps and len(archive.policies):
         options = {**cfg.env_options, "max_episode_steps": cfg.mb_episode_steps}
-        mb_points = evaluate_population(cfg, spec, stack(archive.policies), cfg.eval_episodes, 1.0, options)
+        mb_points = evaluate_population(
+            cfg, spec, stack(archive.policies), cfg.eval_episodes, 1.0, options, progs
+        )
         mb = mo.front_metrics(
             mo.pareto_front(mb_points), ref, mo.equally_spaced_weights(spec.reward_dim, cfg.mb_weights)
         )
