@@ -44,6 +44,9 @@ expected utility over a ``eval_weight_step`` simplex grid and sparsity. At the e
 front is also scored by MORL-Baselines' protocol (undiscounted, ``mb_episode_steps``-step
 episodes, EUM over ``mb_weights`` equally spaced weights): ``front.json``'s ``protocols``.
 
+``front.json``'s ``weights``: for a stage-1 policy its preference, for an extension policy the
+one-hot vector of the objective it raised.
+
 ``method=linear`` runs the whole budget as stage 1 (linear-scalarization MO-PPO, the
 baseline of the paper's comparisons).
 """
