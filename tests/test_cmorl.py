@@ -186,7 +186,7 @@ def test_train_writes_a_front_under_both_protocols(tmp_path):
     points = np.asarray(front["points"])
     assert points.ndim == 2 and points.shape[1] == 2 and len(points) >= 1
     assert mo.pareto_mask(points).all()  # the archive holds its Pareto front only
-    assert set(front["protocols"]) == {"cmorl", "morl_baselines"}
+    assert set(front["protocols"]) == {"cmorl", "morl_baselines"} and "stage" not in front  # the final one
     assert front["protocols"]["morl_baselines"]["episode_steps"] == 25
     hv = mo.hypervolume(points, front["ref_point"])
     assert np.isclose(summary["eval/hypervolume"], hv)

@@ -518,6 +518,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         out = {f"eval/{name}": float(v) for name, v in m.items()}
         out["eval/episode_return"] = out.get("eval/eum", float("nan"))
         run.log(step, {**out, "cmorl/archive": len(archive.points), "cmorl/updates": updates})
+        if len(archive.points):  # the front so far, so that a crash loses no evaluated point
+            mo.write_front(run.dir / "front.json", archive.points, np.asarray(archive.weights), out,
+                           step=step, env=cfg.env, ref_point=list(ref), stage=stage)  # fmt: skip
         print(
             f"[cmorl] {stage} step {step}: " + ", ".join(f"{n} {v:.4g}" for n, v in out.items()), flush=True
         )
