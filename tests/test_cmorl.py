@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl import checkpoint, envs
 from rl import config as config_lib
-from rl import envs
 from rl.agents import cmorl
 from rl.rewards import multiobjective as mo
+from rl.runs import Run
 
 ENV = "mo:mo-halfcheetah-v5"
 TINY = {
@@ -164,7 +165,9 @@ def test_bad_config_fails_early():
 
 
 def test_train_writes_a_front_under_both_protocols(tmp_path):
-    steps = 6 * 2 * 16 * 2 + 2 * 2 * 2 * 16 * 2  # two stage-1 updates, two extension updates
+    steps = (
+        6 * 2 * 16 * 2 + 2 * 2 * 2 * 16 * 2
+    )  # one stage-1 update (half the budget), three extension rounds
     cfg = config_lib.build(
         cmorl.Config,
         overrides={
@@ -192,3 +195,13 @@ def test_train_writes_a_front_under_both_protocols(tmp_path):
     assert np.isclose(summary["eval/hypervolume"], hv)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(line.get("cmorl/updates", 0) for line in lines) == 4  # both stages ran
+    # resume from the older of the two kept checkpoints: the last extension round runs again
+    first = checkpoint.all_checkpoints(run_dir / "checkpoints")[0]
+    assert json.loads((first / "meta.json").read_text())["done_ext"] == 2  # of 3
+    resumed_at = json.loads((first / "meta.json").read_text())["step"]
+    run, ckpt = Run.resume(run_dir, cmorl.Config)
+    assert ckpt.name == checkpoint.latest(run_dir / "checkpoints").name
+    again = cmorl.train(run.cfg, run=run, resume=first)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(line.get("cmorl/updates", 0) for line in lines) == 4 and again["eval/cardinality"] >= 1
+    assert json.loads((run_dir / "front.json").read_text())["step"] > resumed_at  # it trained on

@@ -40,7 +40,9 @@ process (8 processes: its "1.5M" steps are about 12M env steps).
 
 Evaluation (C-MORL's protocol): the deterministic policy, ``eval_episodes`` episodes, returns
 discounted with ``eval_gamma`` (1.0: undiscounted), the front's hypervolume at ``ref_point``,
-expected utility over a ``eval_weight_step`` simplex grid and sparsity. At the end the final
+expected utility over a ``eval_weight_step`` simplex grid and sparsity. Checkpoints (the population, the archive with its policies, the RNG key) are written at every
+stage-1 evaluation and after every extension round, so ``rl resume`` continues from there
+(with fresh episodes; ``checkpoint_every`` is not used). At the end the final
 front is also scored by MORL-Baselines' protocol (undiscounted, ``mb_episode_steps``-step
 episodes, EUM over ``mb_weights`` equally spaced weights): ``front.json``'s ``protocols``.
 
@@ -53,8 +55,10 @@ baseline of the paper's comparisons).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import jax
@@ -62,8 +66,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rl import checkpoint, envs
 from rl import config as config_lib
-from rl import envs
 from rl.agents import ppo
 from rl.evaluation import EVAL_SEED_OFFSET
 from rl.loop import Common
@@ -483,8 +487,6 @@ class Population:
 
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Both stages within ``cfg.total_steps`` env steps; writes ``front.json`` and ``front.png``."""
-    if resume is not None:
-        raise ValueError("C-MORL runs cannot be resumed yet: start the run again")
     shaper = (shaper or from_config(cfg.shaper)).bind(cfg.gamma)
     if any(type(s.term).__name__ != "Extrinsic" for s in shaper.streams):
         raise ValueError("C-MORL trains on the env's vector reward; other shaper terms are not supported yet")
@@ -511,7 +513,24 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     init_one = jax.jit(partial(init_member, cfg, spec))
     members = stack([init_one(k_) for k_ in jax.random.split(k_init, P)])
     archive = Archive(ref, cfg.policy_buffer)
-    step, updates = 0, 0
+    step, updates, j0, done_ext = 0, 0, 0, 0
+    if resume is not None:  # the last stage-1 evaluation or extension round
+        members, key, meta = restore(resume, members, archive, init_one, k)
+        step, updates, j0, done_ext = meta["step"], meta["updates"], meta["next_update"], meta["done_ext"]
+
+    def save(next_update: int):
+        if not archive.policies:  # nothing above the reference point yet
+            return
+        state = {
+            "key": key,
+            "members": members,
+            "archive": stack(archive.policies),
+            "points": archive.points,
+            "weights": np.asarray(archive.weights, np.float32),
+            "chosen": np.asarray(sorted(archive.chosen), np.float64).reshape(-1, k),
+        }
+        run.save_checkpoint(step, state, updates=updates, next_update=next_update, done_ext=done_ext,
+                            archive=len(archive.points), chosen=len(archive.chosen))  # fmt: skip
 
     def log_front(stage: str):
         m = mo.front_metrics(archive.points, ref, grid) if len(archive.points) else {}
@@ -532,7 +551,7 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     pop = Population(cfg, spec, members, cfg.seed, progs)
     objs = jnp.zeros(P, jnp.int32)
     try:
-        for j in range(n_init):
+        for j in range(j0, n_init):
             if cfg.anneal_lr:  # a2c_ppo_acktr's update_linear_schedule, once per update
                 pop.members = pop.members._replace(lr=jnp.full(P, cfg.lr * (1 - j / n_init), jnp.float32))
             key, k_roll, k_upd = jax.random.split(key, 3)
@@ -546,12 +565,13 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 archive.add(points, unstack(pop.members), list(weights))
                 run.log(step, {name: float(v.mean()) for name, v in info.items()})
                 log_front("init")
+                members = pop.members
+                save(j + 1)
     finally:
         pop.close()
     # stage 2: constrained extension of crowding-distance-selected policies, one per objective
     per_task = cfg.num_select * k * cfg.rollout_steps
-    n_ext = (cfg.total_steps - step) // per_task if cfg.method == "cmorl" else 0
-    done_ext = 0
+    n_ext = (cfg.total_steps - n_init * P * cfg.rollout_steps) // per_task if cfg.method == "cmorl" else 0
     while done_ext < n_ext:
         chosen = archive.select(cfg.num_select)
         if not chosen:
@@ -573,9 +593,31 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         finally:
             pop.close()
         log_front("extension")
+        save(n_init)
     summary = finish(cfg, spec, run, archive, ref, grid, step, progs)
     print_result(summary, cfg.eval_episodes)
     return summary
+
+
+def restore(path, members: Member, archive: Archive, init_one, k: int):
+    """``(members, key, meta)`` from a checkpoint ``save`` wrote; the archive refilled."""
+    meta = json.loads((Path(path) / "meta.json").read_text())
+    template = {
+        "key": jax.random.PRNGKey(0),
+        "members": members,
+        "archive": stack([init_one(jax.random.PRNGKey(0))] * meta["archive"]),
+        "points": np.zeros((meta["archive"], k)),
+        "weights": np.zeros((meta["archive"], k), np.float32),
+        "chosen": np.zeros((meta["chosen"], k)),
+    }
+    state = checkpoint.load(path, template)[0]
+    archive.points, archive.weights = (
+        np.asarray(state["points"], np.float64),
+        list(np.asarray(state["weights"])),
+    )
+    archive.policies = unstack(state["archive"])
+    archive.chosen = {tuple(float(x) for x in c) for c in np.asarray(state["chosen"])}
+    return jax.tree.map(jnp.asarray, state["members"]), jnp.asarray(state["key"]), meta
 
 
 def finish(cfg: Config, spec, run: Run, archive: Archive, ref, grid, step: int, progs=None) -> dict:
