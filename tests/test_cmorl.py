@@ -205,3 +205,23 @@ def test_train_writes_a_front_under_both_protocols(tmp_path):
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(line.get("cmorl/updates", 0) for line in lines) == 4 and again["eval/cardinality"] >= 1
     assert json.loads((run_dir / "front.json").read_text())["step"] > resumed_at  # it trained on
+
+
+def test_each_objective_is_scaled_by_its_own_return_statistics():
+    """Vector rewards through PPO's reward scaling (the reference's per-objective ``obj_rms``):
+    each column equals the scalar scaling of that column alone."""
+    from rl.agents import ppo
+    from rl.rewards import RunningStats
+
+    cfg = config_lib.build(cmorl.Config, overrides={"env": ENV})
+    rng = np.random.default_rng(3)
+    reward = jnp.asarray(rng.normal([1.0, -20.0], [0.5, 5.0], (40, 3, 2)), jnp.float32)
+    done = jnp.asarray(rng.random((40, 3)) < 0.1)
+    _, _, both = ppo.scale_rewards(cfg, RunningStats.zeros((2,)), jnp.zeros((3, 2)), reward, done)
+    for j in range(2):
+        _, _, one = ppo.scale_rewards(cfg, RunningStats.zeros(), jnp.zeros(3), reward[..., j], done)
+        np.testing.assert_allclose(both[..., j], one, rtol=1e-5)
+    # mutation: one statistic shared by both objectives scales them alike
+    assert not np.allclose(
+        np.std(both[..., 0]) / np.std(reward[..., 0]), np.std(both[..., 1]) / np.std(reward[..., 1]), rtol=0.1
+    )

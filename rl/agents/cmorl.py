@@ -197,21 +197,6 @@ def act(cfg: Config, spec: envs.EnvSpec, deterministic: bool, members: Member, o
 # -- the update: PPO on a scalarized advantage, or IPO for one objective -------------------------
 
 
-def scale_rewards(cfg: Config, stats: RunningStats, returns, reward, done):
-    """Each objective's reward over the running std of its own discounted return ([T, E, k])."""
-
-    def one(carry, x):
-        stats, ret = carry
-        r, d = x
-        ret = ret * cfg.gamma + r
-        stats = stats.merge(ret, (0,))
-        scaled = jnp.clip(stats.scale(r), -cfg.clip_reward, cfg.clip_reward)
-        return (stats, jnp.where(d[:, None], 0.0, ret)), scaled
-
-    (stats, returns), scaled = jax.lax.scan(one, (stats, returns), (reward, done))
-    return stats, returns, scaled
-
-
 def barrier(cfg: Config, ratio, returns, obj):
     """IPO's log barrier for objective ``obj`` (``ipo_update``): the other objectives' clipped-ratio
     weighted minibatch mean returns kept above ``beta`` times that mean."""
@@ -257,7 +242,7 @@ def update(cfg: Config, spec: envs.EnvSpec, ipo: bool, m: Member, rollout: dict,
     trunc = rollout["truncated"]
     final = ppo.where_rows(trunc, net.apply({"params": m.params}, rollout["final_x"])[1])
     done = rollout["terminated"] | trunc
-    ret_stats, returns, reward = scale_rewards(cfg, m.ret_stats, m.returns, rollout["reward"], done)
+    ret_stats, returns, reward = ppo.scale_rewards(cfg, m.ret_stats, m.returns, rollout["reward"], done)
     k = reward.shape[-1]
 
     def flat(x):  # [T, E, k] -> [T, E * k]: GAE per env and objective

@@ -308,15 +308,16 @@ def env_action(spec, action):
 
 def scale_rewards(cfg: Config, stats: RunningStats, returns, reward, done):
     """Reward scaling (gymnasium's NormalizeReward, in time order over the rollout): keep the
-    discounted return per env, fold it into running stats, divide the reward by their std."""
+    discounted return per env, fold it into running stats, divide the reward by their std.
+    Rewards [T, E] or [T, E, k]: a vector reward's objectives keep their own statistics."""
 
     def one(carry, x):
         stats, ret = carry
         r, d = x
         ret = ret * cfg.gamma + r
         stats = stats.merge(ret, (0,))
-        scaled = jnp.clip(r / jnp.sqrt(stats.var + 1e-8), -cfg.clip_reward, cfg.clip_reward)
-        return (stats, jnp.where(d, 0.0, ret)), scaled
+        scaled = jnp.clip(stats.scale(r), -cfg.clip_reward, cfg.clip_reward)
+        return (stats, where_rows(~d, ret)), scaled
 
     (stats, returns), scaled = jax.lax.scan(one, (stats, returns), (reward, done))
     return stats, returns, scaled
