@@ -12,6 +12,7 @@ AGENTS = {
     "dreamer": "rl.agents.dreamer",
     "envelope": "rl.agents.envelope",
     "cmorl": "rl.agents.cmorl",
+    "pgmorl": "rl.agents.pgmorl",
 }
 
 

@@ -78,18 +78,19 @@ from rl.runs import Run, print_result
 
 
 @dataclass
-class Config(Common):
+class PopulationConfig(Common):
+    """The per-objective PPO every member of a population runs (``a2c_ppo_acktr`` as C-MORL and
+    PGMORL configure it: ``morl/arguments.py``) and how the front is evaluated."""
+
     env: str = "mo:mo-hopper-2obj-v5"
     env_options: dict = field(default_factory=lambda: {"max_episode_steps": 500})  # C-MORL's episodes
-    method: Literal["cmorl", "linear"] = "cmorl"  # linear: stage 1 for the whole budget
-    total_steps: int = 1_500_000  # env steps over all envs and both stages
-    init_fraction: float = 2 / 3  # of total_steps for stage 1 (1M of 1.5M in hopper-2d.py)
+    total_steps: int = 1_500_000  # env steps over all envs, members and stages
     num_envs: int = 8  # per policy (--num-processes)
     num_steps: int = 512  # rollout length per env
     update_epochs: int = 10
     num_minibatches: int = 32
     lr: float = 3e-4
-    anneal_lr: bool = True  # linear decay over stage 1
+    anneal_lr: bool = True  # linear decay (C-MORL: over stage 1)
     gamma: float = 0.995
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
@@ -100,13 +101,9 @@ class Config(Common):
     hidden: tuple[int, ...] = (64, 64)
     clip_obs: float = 10.0
     clip_reward: float = 10.0
-    weight_step: float = 0.2  # stage 1's preference grid (--delta-weight)
-    num_select: int = 5  # policies extended per extension iteration
-    update_iter: int = 20  # extension updates between selections
-    beta: float = 0.9  # constraint relaxation: keep J_j >= beta J_j
-    barrier_t: float = 20.0  # log-barrier coefficient t
+    weight_step: float = 0.2  # the first preferences' simplex grid (--delta-weight)
+    update_iter: int = 20  # updates between selections
     policy_buffer: int = 200  # archive size (pruned by crowding distance)
-    init_eval_interval: int = 10  # stage-1 updates between evaluations
     eval_episodes: int = 5
     eval_gamma: float = 0.99
     eval_weight_step: float = 0.01  # the EU grid
@@ -117,25 +114,41 @@ class Config(Common):
     def validate(self) -> None:
         super().validate()
         err = config_lib.ConfigError
-        if not 0 < self.init_fraction <= 1:
-            raise err(f"init_fraction must be in (0, 1], got {self.init_fraction}")
         if self.num_steps * self.num_envs % self.num_minibatches:
             raise err("num_minibatches must divide num_steps * num_envs")
         if not 0 < self.weight_step <= 1 or not 0 < self.eval_weight_step <= 1:
             raise err("weight_step and eval_weight_step must be in (0, 1]")
-        if self.num_select < 1 or self.update_iter < 1 or self.init_eval_interval < 1:
-            raise err("num_select, update_iter and init_eval_interval must be >= 1")
-        if not 0 < self.beta < 1 or self.barrier_t <= 0:
-            raise err(f"beta must be in (0, 1) and barrier_t > 0, got {self.beta}, {self.barrier_t}")
+        if self.update_iter < 1 or self.policy_buffer < 1:
+            raise err("update_iter and policy_buffer must be >= 1")
         if self.shaper.scalarize != "none":
-            raise err("C-MORL scalarizes per policy itself: shaper.scalarize must be 'none'")
+            raise err("the population scalarizes per policy itself: shaper.scalarize must be 'none'")
 
     @property
     def rollout_steps(self) -> int:  # env steps of one policy's rollout
         return self.num_steps * self.num_envs
 
 
-def network(cfg: Config, spec: envs.EnvSpec) -> ppo.ActorCritic:
+@dataclass
+class Config(PopulationConfig):
+    method: Literal["cmorl", "linear"] = "cmorl"  # linear: stage 1 for the whole budget
+    init_fraction: float = 2 / 3  # of total_steps for stage 1 (1M of 1.5M in hopper-2d.py)
+    num_select: int = 5  # policies extended per extension iteration
+    beta: float = 0.9  # constraint relaxation: keep J_j >= beta J_j
+    barrier_t: float = 20.0  # log-barrier coefficient t
+    init_eval_interval: int = 10  # stage-1 updates between evaluations
+
+    def validate(self) -> None:
+        super().validate()
+        err = config_lib.ConfigError
+        if not 0 < self.init_fraction <= 1:
+            raise err(f"init_fraction must be in (0, 1], got {self.init_fraction}")
+        if self.num_select < 1 or self.init_eval_interval < 1:
+            raise err("num_select and init_eval_interval must be >= 1")
+        if not 0 < self.beta < 1 or self.barrier_t <= 0:
+            raise err(f"beta must be in (0, 1) and barrier_t > 0, got {self.beta}, {self.barrier_t}")
+
+
+def network(cfg: PopulationConfig, spec: envs.EnvSpec) -> ppo.ActorCritic:
     """Separate 64x64 tanh actor and critic; the critic has one output per objective."""
     return ppo.ActorCritic(tuple(cfg.hidden), spec.num_actions, spec.discrete, None, spec.reward_dim)
 
@@ -152,12 +165,12 @@ class Member(NamedTuple):
     lr: jax.Array  # the learning rate of the next update
 
 
-def optimizer(cfg: Config) -> optax.GradientTransformation:
+def optimizer(cfg: PopulationConfig) -> optax.GradientTransformation:
     """Clip and Adam; the step is scaled by the member's ``lr`` in ``update``."""
     return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.scale_by_adam(eps=cfg.adam_eps))
 
 
-def init_member(cfg: Config, spec: envs.EnvSpec, key) -> Member:
+def init_member(cfg: PopulationConfig, spec: envs.EnvSpec, key) -> Member:
     params = network(cfg, spec).init(key, jnp.zeros((1, *spec.obs_shape)))["params"]
     k = spec.reward_dim
     return Member(
@@ -170,14 +183,22 @@ def init_member(cfg: Config, spec: envs.EnvSpec, key) -> Member:
     )
 
 
-def observe(cfg: Config, stats: RunningStats, obs, update: bool = True):
+def observe(cfg: PopulationConfig, stats: RunningStats, obs, update: bool = True):
     """Per-step observation normalization (``update``: the batch folded in first)."""
     if update:
         stats = stats.merge(obs, (0,))
     return stats, jnp.clip(stats.normalize(obs), -cfg.clip_obs, cfg.clip_obs)
 
 
-def act(cfg: Config, spec: envs.EnvSpec, deterministic: bool, members: Member, obs, key, update: bool = True):
+def act(
+    cfg: PopulationConfig,
+    spec: envs.EnvSpec,
+    deterministic: bool,
+    members: Member,
+    obs,
+    key,
+    update: bool = True,
+):
     """One env step for the whole population: obs [P, E, ...] -> (stats, policy inputs, actions)."""
     net = network(cfg, spec)
 
@@ -207,7 +228,7 @@ def barrier(cfg: Config, ratio, returns, obj):
     return -jnp.sum(jnp.log(-hat) * others[None, :]) / (hat.shape[0] * others.sum()) / cfg.barrier_t
 
 
-def loss_fn(cfg: Config, spec: envs.EnvSpec, ipo: bool, params, mb, obj):
+def loss_fn(cfg: PopulationConfig, spec: envs.EnvSpec, ipo: bool, params, mb, obj):
     pi, value = network(cfg, spec).apply({"params": params}, mb["x"])
     logp, entropy = ppo.log_prob(spec, pi, mb["action"])
     ratio = jnp.exp(logp - mb["logp"])
@@ -230,7 +251,7 @@ def advantage(ret, value, ret_var, weight, obj, ipo: bool):
     return (adv - adv.mean()) / (adv.std() + 1e-5)
 
 
-def update(cfg: Config, spec: envs.EnvSpec, ipo: bool, m: Member, rollout: dict, weight, obj, key):
+def update(cfg: PopulationConfig, spec: envs.EnvSpec, ipo: bool, m: Member, rollout: dict, weight, obj, key):
     """One policy's update from its rollout ([T, E, ...]: x, action, reward [k], terminated,
     truncated, final_x, last_x). ``ipo``: objective ``obj``'s advantage with the barrier;
     else ``weight . A``."""
@@ -286,7 +307,7 @@ def update(cfg: Config, spec: envs.EnvSpec, ipo: bool, m: Member, rollout: dict,
     return new, jax.tree.map(jnp.mean, info)
 
 
-def update_population(cfg: Config, spec: envs.EnvSpec, ipo: bool):
+def update_population(cfg: PopulationConfig, spec: envs.EnvSpec, ipo: bool):
     """``update`` vmapped over the population's members (leading axis P), jitted:
     ``(members, rollout, weights [P, k], objs [P], key) -> (members, metrics)``."""
 
@@ -363,7 +384,7 @@ class Programs(NamedTuple):
     observe: object  # normalization only
 
 
-def programs(cfg: Config, spec: envs.EnvSpec) -> Programs:
+def programs(cfg: PopulationConfig, spec: envs.EnvSpec) -> Programs:
     return Programs(
         act=jax.jit(partial(act, cfg, spec, False)),
         greedy=jax.jit(partial(act, cfg, spec, True, update=False)),
@@ -372,7 +393,7 @@ def programs(cfg: Config, spec: envs.EnvSpec) -> Programs:
 
 
 def evaluate_population(
-    cfg: Config, spec, members: Member, episodes: int, gamma: float, env_options=None, progs=None
+    cfg: PopulationConfig, spec, members: Member, episodes: int, gamma: float, env_options=None, progs=None
 ):
     """[P, k] mean vector returns of each member's deterministic policy (frozen statistics),
     discounted with ``gamma``; episode e of every member starts from the same seed."""
@@ -424,7 +445,9 @@ class Population:
     """A stacked population, its envs and rollout buffer: ``rollout`` collects one rollout for
     every member at once (one jitted call per env step for all of them)."""
 
-    def __init__(self, cfg: Config, spec, members: Member, seed: int, progs: Programs | None = None):
+    def __init__(
+        self, cfg: PopulationConfig, spec, members: Member, seed: int, progs: Programs | None = None
+    ):
         self.cfg, self.spec, self.members = cfg, spec, members
         self.P = jax.tree.leaves(members)[0].shape[0]
         self.env, _ = envs.make(cfg.env, self.P * cfg.num_envs, seed, **cfg.env_options)
@@ -605,7 +628,9 @@ def restore(path, members: Member, archive: Archive, init_one, k: int):
     return jax.tree.map(jnp.asarray, state["members"]), jnp.asarray(state["key"]), meta
 
 
-def finish(cfg: Config, spec, run: Run, archive: Archive, ref, grid, step: int, progs=None) -> dict:
+def finish(
+    cfg: PopulationConfig, spec, run: Run, archive: Archive, ref, grid, step: int, progs=None, label=None
+) -> dict:
     """The final front under both protocols into ``front.json`` (and ``front.png``), the summary."""
     m = mo.front_metrics(archive.points, ref, grid)
     metrics = {f"eval/{name}": float(v) for name, v in m.items()}
@@ -645,7 +670,9 @@ def finish(cfg: Config, spec, run: Run, archive: Archive, ref, grid, step: int, 
         protocols=protocols,
     )
     if spec.reward_dim in (2, 3):
-        mo.plot_front(run.dir / "front.png", archive.points, title=f"{cfg.env} ({cfg.method}) at {step}")
+        mo.plot_front(
+            run.dir / "front.png", archive.points, title=f"{cfg.env} ({label or cfg.method}) at {step}"
+        )
     run.log(step, metrics)
     try:
         return run.finish(metrics)
@@ -653,7 +680,7 @@ def finish(cfg: Config, spec, run: Run, archive: Archive, ref, grid, step: int, 
         run.close()
 
 
-def evaluate(cfg: Config, state, episodes: int, video_path=None, loop=None) -> dict:
+def evaluate(cfg: PopulationConfig, state, episodes: int, video_path=None, loop=None) -> dict:
     """C-MORL's front lives in the run's ``front.json``; this scores a stacked population."""
     spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
     ref = mo.reference_point(cfg.env, spec.reward_dim, cfg.ref_point)
