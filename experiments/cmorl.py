@@ -1,14 +1,17 @@
-"""C-MORL (Liu et al., ICLR 2025) against linear-scalarization MO-PPO on MO-MuJoCo, scored by
+"""C-MORL (Liu et al., ICLR 2025) against PGMORL and linear-scalarization MO-PPO on MO-MuJoCo, scored by
 both evaluation protocols.
 
     python experiments/cmorl.py --budget smoke          # seconds: the tests run this
     python experiments/cmorl.py --budget paper          # the reported budget
     python experiments/cmorl.py --report-only
 
-Arms (``rl train cmorl``): ``cmorl`` (Pareto initialisation on six evenly spaced preferences,
-then IPO-constrained extension) and ``mo_ppo_linear`` (the same six PPO policies trained on
-their fixed linear scalarizations for the whole budget, ``method=linear``). Not here yet: the
-PGMORL-style population baseline.
+Arms: ``cmorl`` (``rl train cmorl``: Pareto initialisation on six evenly spaced preferences,
+then IPO-constrained extension), ``mo_ppo_linear`` (the same six PPO policies trained on their
+fixed linear scalarizations for the whole budget, ``method=linear``) and ``pgmorl``
+(``rl train pgmorl``: the same PPO population, warm-up then prediction-guided generations). The
+PGMORL arm runs C-MORL's PPO shape (8 envs x 512 steps) and protocol; its reference schedule
+(80 warm-up updates, generations of 20, 30M env steps on halfcheetah) is scaled to the budget:
+40 warm-up updates (the 1M of 1.5M C-MORL gives its initialisation), generations of 10.
 
 Protocols, both computed on every run's final archive (``front.json``'s ``protocols``):
 C-MORL's (the deterministic policy's returns discounted at 0.99 over 500-step episodes, 5
@@ -34,6 +37,18 @@ EXPERIMENT = "cmorl"
 ARMS = {
     "cmorl": experiment_lib.Arm("cmorl", ("method=cmorl",)),
     "mo_ppo_linear": experiment_lib.Arm("cmorl", ("method=linear",)),
+    "pgmorl": experiment_lib.Arm(
+        "pgmorl",
+        (
+            "num_envs=8",
+            "num_steps=512",
+            "warmup_iter=40",
+            "update_iter=10",
+            "eval_episodes=5",
+            "eval_gamma=0.99",
+            "env_options={max_episode_steps: 500}",
+        ),
+    ),  # fmt: skip
 }
 TASKS = {"mo:mo-hopper-2obj-v5": [], "mo:mo-halfcheetah-v5": []}
 SMOKE = {
@@ -42,16 +57,17 @@ SMOKE = {
         "num_steps=16",
         "num_minibatches=2",
         "update_epochs=1",
-        "init_eval_interval=1",
         "eval_episodes=1",
-        "num_select=2",
         "update_iter=1",
         "mb_episode_steps=20",
-        "init_fraction=0.5",
         "env_options={max_episode_steps: 16}",
     ]  # fmt: skip
     for task in TASKS
 }
+for _task in TASKS:  # each agent's own keys
+    for _arm in ("cmorl", "mo_ppo_linear"):
+        SMOKE[(_arm, _task)] = ["init_eval_interval=1", "num_select=2", "init_fraction=0.5"]
+    SMOKE[("pgmorl", _task)] = ["warmup_iter=1"]
 BUDGETS = {  # env steps per run, seeds, overrides
     "smoke": (6 * 2 * 16 * 2, [0], {}),
     "paper": (1_500_000, [0, 1, 2], {}),
@@ -62,7 +78,14 @@ METRICS = ("hypervolume", "eum", "sparsity", "cardinality")
 
 def main(argv=None) -> int:
     code = experiment_lib.grid_main(
-        argv, __doc__, EXPERIMENT, ARMS, TASKS, BUDGETS, SMOKE, "C-MORL and linear MO-PPO on MO-MuJoCo"
+        argv,
+        __doc__,
+        EXPERIMENT,
+        ARMS,
+        TASKS,
+        BUDGETS,
+        SMOKE,
+        "C-MORL, PGMORL and linear MO-PPO on MO-MuJoCo",
     )
     p = argparse.ArgumentParser(add_help=False)  # where grid_main wrote: the same options
     for opt in ("--budget", "--steps", "--report"):

@@ -395,15 +395,17 @@ def test_the_cmorl_experiment_tables_both_protocols(tmp_path):
     sys.path.insert(0, str(ROOT / "experiments"))
     import cmorl as cmorl_experiment
 
-    from rl.agents import cmorl
+    from rl import agents
     from rl.rewards import multiobjective as mo
 
-    for arm in cmorl_experiment.ARMS.values():
+    for name, arm in cmorl_experiment.ARMS.items():
         for task in cmorl_experiment.TASKS:
-            cfg = config_lib.build(
-                cmorl.Config, overrides={"env": task, **config_lib.parse_overrides(arm.overrides)}
-            )
-            assert cfg.method in ("cmorl", "linear")
+            for smoke in (False, True):  # the smoke keys are the agent's own
+                extra = cmorl_experiment.SMOKE[task] + cmorl_experiment.SMOKE[(name, task)] if smoke else []
+                overrides = config_lib.parse_overrides([*arm.overrides, *extra])
+                cfg = config_lib.build(agents.get(arm.agent).Config, overrides={"env": task, **overrides})
+                assert cfg.env_options["max_episode_steps"] == (16 if smoke else 500)  # C-MORL's episodes
+                assert cfg.eval_gamma == 0.99 and cfg.eval_episodes == (1 if smoke else 5)
     root = tmp_path / "cmorl-paper"
     for arm, scale in (("cmorl", 2.0), ("mo_ppo_linear", 1.0)):
         for seed in (0, 1):
