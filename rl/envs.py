@@ -474,9 +474,15 @@ def _build_atari(name: str, options: dict):
 
 
 def _mo_ids() -> list[str]:
+    """mo-gymnasium's ids, and any registered env class that declares a ``reward_space`` (its
+    convention for vector rewards)."""
     import mo_gymnasium  # noqa: F401  (registers the ids)
 
-    return sorted(k for k, v in gym.registry.items() if "mo_gymnasium" in str(v.entry_point))
+    return sorted(
+        k
+        for k, v in gym.registry.items()
+        if "mo_gymnasium" in str(v.entry_point) or hasattr(v.entry_point, "reward_space")
+    )
 
 
 def _build_mo(name: str, options: dict):

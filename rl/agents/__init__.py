@@ -12,6 +12,7 @@ AGENTS = {
     "dreamer": "rl.agents.dreamer",
     "envelope": "rl.agents.envelope",
     "cmorl": "rl.agents.cmorl",
+    "mo_ppo": "rl.agents.mo_ppo",
     "pgmorl": "rl.agents.pgmorl",
 }
 

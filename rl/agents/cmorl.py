@@ -78,9 +78,9 @@ from rl.runs import Run, print_result
 
 
 @dataclass
-class PopulationConfig(Common):
-    """The per-objective PPO every member of a population runs (``a2c_ppo_acktr`` as C-MORL and
-    PGMORL configure it: ``morl/arguments.py``) and how the front is evaluated."""
+class MOPPOConfig(Common):
+    """Per-objective PPO (``a2c_ppo_acktr`` as C-MORL and PGMORL configure it:
+    ``morl/arguments.py``) and how a front is evaluated."""
 
     env: str = "mo:mo-hopper-2obj-v5"
     env_options: dict = field(default_factory=lambda: {"max_episode_steps": 500})  # C-MORL's episodes
@@ -101,9 +101,6 @@ class PopulationConfig(Common):
     hidden: tuple[int, ...] = (64, 64)
     clip_obs: float = 10.0
     clip_reward: float = 10.0
-    weight_step: float = 0.2  # the first preferences' simplex grid (--delta-weight)
-    update_iter: int = 20  # updates between selections
-    policy_buffer: int = 200  # archive size (pruned by crowding distance)
     eval_episodes: int = 5
     eval_gamma: float = 0.99
     eval_weight_step: float = 0.01  # the EU grid
@@ -116,16 +113,31 @@ class PopulationConfig(Common):
         err = config_lib.ConfigError
         if self.num_steps * self.num_envs % self.num_minibatches:
             raise err("num_minibatches must divide num_steps * num_envs")
-        if not 0 < self.weight_step <= 1 or not 0 < self.eval_weight_step <= 1:
-            raise err("weight_step and eval_weight_step must be in (0, 1]")
-        if self.update_iter < 1 or self.policy_buffer < 1:
-            raise err("update_iter and policy_buffer must be >= 1")
+        if not 0 < self.eval_weight_step <= 1:
+            raise err("eval_weight_step must be in (0, 1]")
         if self.shaper.scalarize != "none":
-            raise err("the population scalarizes per policy itself: shaper.scalarize must be 'none'")
+            raise err("the agent scalarizes per preference itself: shaper.scalarize must be 'none'")
 
     @property
     def rollout_steps(self) -> int:  # env steps of one policy's rollout
         return self.num_steps * self.num_envs
+
+
+@dataclass
+class PopulationConfig(MOPPOConfig):
+    """A population of such policies and its archive."""
+
+    weight_step: float = 0.2  # the first preferences' simplex grid (--delta-weight)
+    update_iter: int = 20  # updates between selections
+    policy_buffer: int = 200  # archive size (pruned by crowding distance)
+
+    def validate(self) -> None:
+        super().validate()
+        err = config_lib.ConfigError
+        if not 0 < self.weight_step <= 1:
+            raise err("weight_step must be in (0, 1]")
+        if self.update_iter < 1 or self.policy_buffer < 1:
+            raise err("update_iter and policy_buffer must be >= 1")
 
 
 @dataclass
@@ -148,7 +160,7 @@ class Config(PopulationConfig):
             raise err(f"beta must be in (0, 1) and barrier_t > 0, got {self.beta}, {self.barrier_t}")
 
 
-def network(cfg: PopulationConfig, spec: envs.EnvSpec) -> ppo.ActorCritic:
+def network(cfg: MOPPOConfig, spec: envs.EnvSpec) -> ppo.ActorCritic:
     """Separate 64x64 tanh actor and critic; the critic has one output per objective."""
     return ppo.ActorCritic(tuple(cfg.hidden), spec.num_actions, spec.discrete, None, spec.reward_dim)
 
@@ -165,12 +177,12 @@ class Member(NamedTuple):
     lr: jax.Array  # the learning rate of the next update
 
 
-def optimizer(cfg: PopulationConfig) -> optax.GradientTransformation:
+def optimizer(cfg: MOPPOConfig) -> optax.GradientTransformation:
     """Clip and Adam; the step is scaled by the member's ``lr`` in ``update``."""
     return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.scale_by_adam(eps=cfg.adam_eps))
 
 
-def init_member(cfg: PopulationConfig, spec: envs.EnvSpec, key) -> Member:
+def init_member(cfg: MOPPOConfig, spec: envs.EnvSpec, key) -> Member:
     params = network(cfg, spec).init(key, jnp.zeros((1, *spec.obs_shape)))["params"]
     k = spec.reward_dim
     return Member(
@@ -183,7 +195,7 @@ def init_member(cfg: PopulationConfig, spec: envs.EnvSpec, key) -> Member:
     )
 
 
-def observe(cfg: PopulationConfig, stats: RunningStats, obs, update: bool = True):
+def observe(cfg: MOPPOConfig, stats: RunningStats, obs, update: bool = True):
     """Per-step observation normalization (``update``: the batch folded in first)."""
     if update:
         stats = stats.merge(obs, (0,))
@@ -191,7 +203,7 @@ def observe(cfg: PopulationConfig, stats: RunningStats, obs, update: bool = True
 
 
 def act(
-    cfg: PopulationConfig,
+    cfg: MOPPOConfig,
     spec: envs.EnvSpec,
     deterministic: bool,
     members: Member,
@@ -228,7 +240,7 @@ def barrier(cfg: Config, ratio, returns, obj):
     return -jnp.sum(jnp.log(-hat) * others[None, :]) / (hat.shape[0] * others.sum()) / cfg.barrier_t
 
 
-def loss_fn(cfg: PopulationConfig, spec: envs.EnvSpec, ipo: bool, params, mb, obj):
+def loss_fn(cfg: MOPPOConfig, spec: envs.EnvSpec, ipo: bool, params, mb, obj):
     pi, value = network(cfg, spec).apply({"params": params}, mb["x"])
     logp, entropy = ppo.log_prob(spec, pi, mb["action"])
     ratio = jnp.exp(logp - mb["logp"])
@@ -245,13 +257,14 @@ def loss_fn(cfg: PopulationConfig, spec: envs.EnvSpec, ipo: bool, params, mb, ob
 def advantage(ret, value, ret_var, weight, obj, ipo: bool):
     """The scalar advantage ([T, E]) from per-objective returns and values in scaled units
     ([T, E, k]): their difference unscaled by each objective's return std, then ``weight .``
-    (stage 1) or objective ``obj`` alone (``ipo``), normalized over the rollout."""
+    (stage 1; ``weight`` [k], or [T, E, k] per sample for a preference-conditioned policy) or
+    objective ``obj`` alone (``ipo``), normalized over the rollout."""
     raw = (ret - value) * jnp.sqrt(jnp.broadcast_to(ret_var, ret.shape) + 1e-8)
-    adv = raw[..., obj] if ipo else raw @ weight
+    adv = raw[..., obj] if ipo else jnp.sum(raw * jnp.broadcast_to(weight, raw.shape), -1)
     return (adv - adv.mean()) / (adv.std() + 1e-5)
 
 
-def update(cfg: PopulationConfig, spec: envs.EnvSpec, ipo: bool, m: Member, rollout: dict, weight, obj, key):
+def update(cfg: MOPPOConfig, spec: envs.EnvSpec, ipo: bool, m: Member, rollout: dict, weight, obj, key):
     """One policy's update from its rollout ([T, E, ...]: x, action, reward [k], terminated,
     truncated, final_x, last_x). ``ipo``: objective ``obj``'s advantage with the barrier;
     else ``weight . A``."""
@@ -307,7 +320,7 @@ def update(cfg: PopulationConfig, spec: envs.EnvSpec, ipo: bool, m: Member, roll
     return new, jax.tree.map(jnp.mean, info)
 
 
-def update_population(cfg: PopulationConfig, spec: envs.EnvSpec, ipo: bool):
+def update_population(cfg: MOPPOConfig, spec: envs.EnvSpec, ipo: bool):
     """``update`` vmapped over the population's members (leading axis P), jitted:
     ``(members, rollout, weights [P, k], objs [P], key) -> (members, metrics)``."""
 
@@ -384,7 +397,7 @@ class Programs(NamedTuple):
     observe: object  # normalization only
 
 
-def programs(cfg: PopulationConfig, spec: envs.EnvSpec) -> Programs:
+def programs(cfg: MOPPOConfig, spec: envs.EnvSpec) -> Programs:
     return Programs(
         act=jax.jit(partial(act, cfg, spec, False)),
         greedy=jax.jit(partial(act, cfg, spec, True, update=False)),
@@ -393,7 +406,7 @@ def programs(cfg: PopulationConfig, spec: envs.EnvSpec) -> Programs:
 
 
 def evaluate_population(
-    cfg: PopulationConfig, spec, members: Member, episodes: int, gamma: float, env_options=None, progs=None
+    cfg: MOPPOConfig, spec, members: Member, episodes: int, gamma: float, env_options=None, progs=None
 ):
     """[P, k] mean vector returns of each member's deterministic policy (frozen statistics),
     discounted with ``gamma``; episode e of every member starts from the same seed."""
@@ -445,9 +458,7 @@ class Population:
     """A stacked population, its envs and rollout buffer: ``rollout`` collects one rollout for
     every member at once (one jitted call per env step for all of them)."""
 
-    def __init__(
-        self, cfg: PopulationConfig, spec, members: Member, seed: int, progs: Programs | None = None
-    ):
+    def __init__(self, cfg: MOPPOConfig, spec, members: Member, seed: int, progs: Programs | None = None):
         self.cfg, self.spec, self.members = cfg, spec, members
         self.P = jax.tree.leaves(members)[0].shape[0]
         self.env, _ = envs.make(cfg.env, self.P * cfg.num_envs, seed, **cfg.env_options)
@@ -629,7 +640,7 @@ def restore(path, members: Member, archive: Archive, init_one, k: int):
 
 
 def finish(
-    cfg: PopulationConfig, spec, run: Run, archive: Archive, ref, grid, step: int, progs=None, label=None
+    cfg: MOPPOConfig, spec, run: Run, archive: Archive, ref, grid, step: int, progs=None, label=None
 ) -> dict:
     """The final front under both protocols into ``front.json`` (and ``front.png``), the summary."""
     m = mo.front_metrics(archive.points, ref, grid)
@@ -680,7 +691,7 @@ def finish(
         run.close()
 
 
-def evaluate(cfg: PopulationConfig, state, episodes: int, video_path=None, loop=None) -> dict:
+def evaluate(cfg: MOPPOConfig, state, episodes: int, video_path=None, loop=None) -> dict:
     """C-MORL's front lives in the run's ``front.json``; this scores a stacked population."""
     spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
     ref = mo.reference_point(cfg.env, spec.reward_dim, cfg.ref_point)
