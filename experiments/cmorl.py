@@ -12,6 +12,8 @@ fixed linear scalarizations for the whole budget, ``method=linear``) and ``pgmor
 PGMORL arm runs C-MORL's PPO shape (8 envs x 512 steps) and protocol; its reference schedule
 (80 warm-up updates, generations of 20, 30M env steps on halfcheetah) is scaled to the budget:
 40 warm-up updates (the 1M of 1.5M C-MORL gives its initialisation), generations of 10.
+``mo_ppo_conditioned`` (``rl train mo_ppo``) is one preference-conditioned policy on the same
+budget, its front the policy evaluated at 11 preferences.
 
 Protocols, both computed on every run's final archive (``front.json``'s ``protocols``):
 C-MORL's (the deterministic policy's returns discounted at 0.99 over 500-step episodes, 5
@@ -49,6 +51,7 @@ ARMS = {
             "env_options={max_episode_steps: 500}",
         ),
     ),  # fmt: skip
+    "mo_ppo_conditioned": experiment_lib.Arm("mo_ppo", ("eval_interval=50",)),
 }
 TASKS = {"mo:mo-hopper-2obj-v5": [], "mo:mo-halfcheetah-v5": []}
 SMOKE = {
@@ -58,7 +61,6 @@ SMOKE = {
         "num_minibatches=2",
         "update_epochs=1",
         "eval_episodes=1",
-        "update_iter=1",
         "mb_episode_steps=20",
         "env_options={max_episode_steps: 16}",
     ]  # fmt: skip
@@ -66,8 +68,9 @@ SMOKE = {
 }
 for _task in TASKS:  # each agent's own keys
     for _arm in ("cmorl", "mo_ppo_linear"):
-        SMOKE[(_arm, _task)] = ["init_eval_interval=1", "num_select=2", "init_fraction=0.5"]
-    SMOKE[("pgmorl", _task)] = ["warmup_iter=1"]
+        SMOKE[(_arm, _task)] = ["init_eval_interval=1", "num_select=2", "init_fraction=0.5", "update_iter=1"]
+    SMOKE[("pgmorl", _task)] = ["warmup_iter=1", "update_iter=1"]
+    SMOKE[("mo_ppo_conditioned", _task)] = ["eval_interval=4"]
 BUDGETS = {  # env steps per run, seeds, overrides
     "smoke": (6 * 2 * 16 * 2, [0], {}),
     "paper": (1_500_000, [0, 1, 2], {}),
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
         TASKS,
         BUDGETS,
         SMOKE,
-        "C-MORL, PGMORL and linear MO-PPO on MO-MuJoCo",
+        "C-MORL, PGMORL, linear and conditioned MO-PPO on MO-MuJoCo",
     )
     p = argparse.ArgumentParser(add_help=False)  # where grid_main wrote: the same options
     for opt in ("--budget", "--steps", "--report"):
