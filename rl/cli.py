@@ -3,6 +3,7 @@
 rl train AGENT --env ID [--config PRESET ...] [key=value ...]
 rl resume RUN_DIR
 rl eval RUN_DIR [--episodes N] [--video]
+rl demos RUN_DIR --episodes N --out FILE
 rl report RUNS_DIR [--out DIR]
 rl envs [NAMESPACE]
 rl bench [foundation | throughput | rewards] [--quick]
@@ -49,6 +50,14 @@ def _resume(args) -> None:
         return
     print(f"resuming {run.dir} from {ckpt.name}")
     module.train(run.cfg, run=run, resume=ckpt)
+
+
+def _demos(args) -> None:
+    from rl import demos
+
+    path = demos.record(args.run_dir, args.episodes, args.out, seed=args.seed)
+    returns = demos.load(path)["meta"]["returns"]
+    print(f"{path}: {len(returns)} episodes, mean return {sum(returns) / len(returns):.4g}")
 
 
 def _eval(args) -> None:
@@ -109,6 +118,13 @@ def main(argv=None) -> int:
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--video", action="store_true", help="record the first episode to videos/")
     e.set_defaults(fn=_eval)
+
+    d = sub.add_parser("demos", help="record demonstrations with a run's latest checkpoint (an .npz file)")
+    d.add_argument("run_dir")
+    d.add_argument("--episodes", type=int, default=10)
+    d.add_argument("--out", required=True, help="the .npz file to write")
+    d.add_argument("--seed", type=int, default=0, help="seeds the env and the policy's sampling")
+    d.set_defaults(fn=_demos)
 
     rp = sub.add_parser("report", help="aggregate runs: IQM with bootstrap CIs, learning curves, report.md")
     rp.add_argument("runs_dir", help="a directory holding run directories (searched recursively)")

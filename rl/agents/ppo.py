@@ -51,6 +51,7 @@ import optax
 from rl import batch as batch_lib
 from rl import checkpoint, envs, jaxenvs
 from rl import config as config_lib
+from rl import demos as demos_lib
 from rl.evaluation import run_episodes
 from rl.loop import Common, Lifecycle, check_resumed_shaper, replay_transition
 from rl.nets import (
@@ -102,6 +103,12 @@ class Config(Common):
     adv_coef_int: float = 1.0
     jit_env: bool = True  # JAX-native envs (xminigrid:, gymnax:): rollout and update in one jitted scan
     preference_buffer: int = 100_000  # env steps kept for the preference streams' queries (PrefPPO)
+    # behaviour cloning on a demonstration file (``rl demos``) before the first rollout (Ibarz
+    # et al. 2018, Algorithm 1 step 2): maximum likelihood of the demos' actions
+    demos: str = ""
+    bc_epochs: int = 0
+    bc_lr: float = 1e-3
+    bc_batch: int = 256
 
     def validate(self) -> None:
         super().validate()
@@ -117,6 +124,10 @@ class Config(Common):
             raise err(f"total_steps ({self.total_steps}) is less than one rollout ({batch} steps)")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise err("gamma and gae_lambda must be in [0, 1]")
+        if self.bc_epochs < 0 or self.bc_batch < 1:
+            raise err(f"bc_epochs must be >= 0 and bc_batch >= 1, got {self.bc_epochs}, {self.bc_batch}")
+        if self.bc_epochs and not self.demos:
+            raise err("bc_epochs > 0 needs demos=PATH (a file `rl demos` wrote)")
 
     @property
     def batch_size(self) -> int:
@@ -499,6 +510,49 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, rollou
 # -- the loop --------------------------------------------------------------------------------
 
 
+def behaviour_cloning(cfg: Config, spec: envs.EnvSpec, params, obs_stats: RunningStats, data: dict):
+    """``(params, obs_stats, metrics)`` after ``bc_epochs`` passes of Adam (``bc_lr``) on the
+    demos' negative log-likelihood, minibatches of ``bc_batch`` (Ibarz et al.'s J_E for a
+    policy-gradient agent: the large-margin loss of their DQfD needs Q values). The observation
+    statistics first take in the demos' observations, so the cloned policy sees the inputs the
+    rollouts will give it."""
+    net = network(cfg, spec)
+    obs = np.asarray(data["obs"])
+    if normalizes_obs(cfg, spec):
+        obs_stats = obs_stats.merge(obs.astype(np.float32), (0,))
+        obs = np.clip(obs_stats.normalize(obs.astype(np.float32)), -cfg.clip_obs, cfg.clip_obs).astype(
+            np.float32
+        )
+    action = np.asarray(data["action"], np.int32 if spec.discrete else np.float32)
+    tx = optax.adam(cfg.bc_lr)
+
+    def loss(p, x, a):
+        logp = log_prob(spec, net.apply({"params": p}, x)[0], a)[0]
+        return -logp.mean(), logp
+
+    @jax.jit
+    def step(p, opt, x, a):
+        (value, _), g = jax.value_and_grad(loss, has_aux=True)(p, x, a)
+        upd, opt = tx.update(g, opt, p)
+        return optax.apply_updates(p, upd), opt, value
+
+    @jax.jit
+    def accuracy(p, x, a):  # discrete: the greedy action's agreement; continuous: mean log-likelihood
+        pi = net.apply({"params": p}, x)[0]
+        return jnp.mean(jnp.argmax(pi, -1) == a) if spec.discrete else log_prob(spec, pi, a)[0].mean()
+
+    rng = np.random.default_rng([cfg.seed, 7])
+    opt, n, B = tx.init(params), len(action), min(cfg.bc_batch, len(action))
+    first = float(loss(params, obs[:4096], action[:4096])[0])
+    for _ in range(cfg.bc_epochs):
+        order = rng.permutation(n)
+        for i in range(0, n - B + 1, B):
+            params, opt, _ = step(params, opt, obs[order[i : i + B]], action[order[i : i + B]])
+    metrics = {"bc/loss_before": first, "bc/loss": float(loss(params, obs[:4096], action[:4096])[0]),
+               "bc/fit": float(accuracy(params, obs[:4096], action[:4096])), "bc/steps": n}  # fmt: skip
+    return params, obs_stats, metrics
+
+
 def provided(shaper: Shaper, spec: envs.EnvSpec) -> set[str]:
     """The batch fields PPO's Shaper can read: the contract's, values, log probs, annotations."""
     return {*batch_lib.FIELDS, *EXTRAS, *shaper.annotations(spec)}
@@ -508,6 +562,8 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     """Train for ``cfg.total_steps`` env steps; ``resume`` is a checkpoint directory. JAX-native
     envs run the jitted path (``train_jitted``) unless ``jit_env`` is off."""
     if jaxenvs.is_jax(cfg.env) and cfg.jit_env:
+        if cfg.bc_epochs:
+            raise ValueError("behaviour cloning runs on the host loop: set jit_env=false")
         return train_jitted(cfg, [run] if run is not None else None, resume, shaper)[0]
     shaper = build_shaper(cfg, shaper)
     env, spec = envs.make(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)  # bad options fail here
@@ -531,6 +587,12 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         if replay is not None:
             replay, rstate = saved, replay.close_episodes(saved_rstate, loop["obs"])
         obs, _ = env.reset(seed=cfg.seed + int(state.step))  # fresh episodes, reproducible from here
+    if resume is None and cfg.bc_epochs:  # pre-training on demonstrations
+        params, obs_stats_bc, bc = behaviour_cloning(cfg, spec, state.params, loop["obs_stats"],
+                                                     demos_lib.load(cfg.demos, spec))  # fmt: skip
+        state, loop = state._replace(params=params), {**loop, "obs_stats": obs_stats_bc.host()}
+        run.log(0, bc)
+        print("[ppo] behaviour cloning: " + ", ".join(f"{k} {v:.4g}" for k, v in bc.items()), flush=True)
     feedback = None
     if replay is not None:
         feedback = Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed)
@@ -614,20 +676,25 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     return summary
 
 
-def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=None) -> dict:
-    """The stochastic policy (as CleanRL evaluates PPO), observation statistics (``loop``'s,
-    from the checkpoint) frozen."""
+def policy(cfg: Config, state: State, loop=None, seed: int = 1):
+    """The stochastic policy of one env (host obs [1, ...] -> env actions [1, ...]; as CleanRL
+    evaluates PPO), observation statistics (``loop``'s, from the checkpoint) frozen."""
     spec = envs.make_spec(cfg.env, 1, cfg.seed, **cfg.env_options)
     host, act = rollout_actor(cfg, spec)
     params = jax.device_get(state.params) if host else state.params
     stats = (loop or init_loop(cfg, spec))["obs_stats"].host()
-    rng = np.random.default_rng([cfg.seed, 1, int(state.step)])
+    rng = np.random.default_rng([cfg.seed, seed, int(state.step)])
 
-    def policy(obs):
+    def run(obs):
         x = observe(cfg, spec, stats, obs, update=False)[1]
         return env_action(spec, act(params, x, draw_noise(spec, rng)))
 
-    return run_episodes(cfg, policy, episodes, video_path)
+    return run
+
+
+def evaluate(cfg: Config, state: State, episodes: int, video_path=None, loop=None) -> dict:
+    """``policy``'s returns over ``episodes`` episodes."""
+    return run_episodes(cfg, policy(cfg, state, loop), episodes, video_path)
 
 
 # -- the jitted path: JAX-native envs --------------------------------------------------------

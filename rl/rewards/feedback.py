@@ -8,6 +8,13 @@ pairs), keep the ``per_session`` its ``query`` rule selects, label them with the
 the true env rewards the replay stored, append the labels to the run's ``labels.jsonl``, add
 them to the term's buffer and fit it. The agent's next samples are relabeled by the Shaper:
 rewards are computed at sample time, so nothing stored changes.
+
+A term with ``demos`` also gets, each session while its buffer has room, ``demo_pairs`` pairs of a
+random demonstration segment and a uniform agent segment, the demonstration preferred, on a
+random side (Ibarz et al. 2018, Algorithm 1 step 6: such labels cost no annotator time; they
+share the buffer, so ``capacity`` bounds both). Their ``labels.jsonl`` records carry
+``"by": "demo"`` and ``"demo_side"`` (0 or 1: which of ``episodes`` / ``starts`` index the
+demonstration file, the other the replay).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl import demos as demos_lib
 from rl.rewards.preference import TEACHERS, PreferenceReward, append_labels, teacher_margin
 
 RECENT = 10  # episodes in B-Pref's teacher margin (``teacher_margin``)
@@ -37,6 +45,16 @@ class Feedback:
         self._select = {s.name: jax.jit(s.term.select, static_argnums=(3, 4)) for s in self.streams}
         self._add = {s.name: jax.jit(s.term.add_labels) for s in self.streams}
         self._fit = {s.name: jax.jit(partial(s.term.fit, data=None)) for s in self.streams}
+        self.demos = {s.name: demos_lib.load(s.term.demos) for s in self.streams if s.term.demo_pairs}
+        for name, d in self.demos.items():  # a mismatch fails before any step, not at a session
+            if d["obs"].shape[1:] != tuple(replay.obs_shape) or d["action"].shape[1:] != tuple(
+                replay.action_shape
+            ):
+                raise ValueError(
+                    f"preference stream {name}'s demonstrations ({d['meta']['env']}) have observations "
+                    f"{d['obs'].shape[1:]} and actions {d['action'].shape[1:]}; the env has {tuple(replay.obs_shape)} "
+                    f"and {tuple(replay.action_shape)}"
+                )
 
     def __bool__(self):
         return bool(self.streams)
@@ -114,13 +132,51 @@ class Feedback:
                 for e, st, y in zip(episodes, starts, labels)
             ],
         )
-        if len(chosen):
-            state = self._add[name](state, obs[chosen], action[chosen], jnp.asarray(labels, jnp.float32))
+        obs, action, labels = [obs[chosen]], [action[chosen]], [np.asarray(labels, np.float32)]
+        if name in self.demos and room - len(chosen) > 0:
+            d_obs, d_act, d_lab = self.demo_pairs(term, name, rstate, key, step, rng, room - len(chosen))
+            obs, action, labels = obs + d_obs, action + d_act, labels + d_lab
+        labels = np.concatenate(labels)
+        if len(labels):
+            obs, action = (
+                np.concatenate([np.asarray(o) for o in obs]),
+                np.concatenate([np.asarray(a) for a in action]),
+            )
+            state = self._add[name](state, obs, action, jnp.asarray(labels))
             state, fit = self._fit[name](state, key=k_fit)
         else:
             fit = {}
         out = {
             f"reward/{name}/queries": len(chosen),
+            f"reward/{name}/demo_pairs": int(len(labels) - len(chosen)),
             **{f"reward/{name}/{k}": float(v) for k, v in fit.items()},
         }
         return shaper_state.replace(terms={**shaper_state.terms, name: state}), out
+
+    def demo_pairs(self, term, name: str, rstate, key, step: int, rng, room: int):
+        """``([obs], [action], [labels])`` of up to ``demo_pairs`` demo-preferred pairs (appended
+        to ``labels.jsonl``); empty lists while the replay has no full segment."""
+        n = min(term.demo_pairs, room)
+        agent = self._sample(rstate, jax.random.fold_in(key, 1), n, term.segment)
+        if not bool(np.asarray(agent["valid"]).all()):
+            return [], [], []
+        demo = demos_lib.segments(self.demos[name], n, term.segment, rng)
+        side = rng.integers(0, 2, n)  # where the demonstration goes; label 1: the second preferred
+        second = side[:, None, None].astype(bool)
+
+        def pair(d, a):
+            d, a = np.asarray(d), np.asarray(a).astype(np.asarray(d).dtype)
+            s2 = second.reshape(n, *([1] * (d.ndim - 1)))
+            return np.stack([np.where(s2, a, d), np.where(s2, d, a)], 1)
+
+        obs, action = pair(demo["obs"], agent["obs"]), pair(demo["action"], agent["action"])
+        ep, st = np.asarray(agent["segment_episode"]), np.asarray(agent["start"])
+        rows = []
+        for i in range(n):
+            eps, starts = [int(demo["episode"][i]), int(ep[i])], [int(demo["start"][i]), int(st[i])]
+            if side[i]:
+                eps, starts = eps[::-1], starts[::-1]
+            rows.append({"step": step, "episodes": eps, "starts": starts, "label": float(side[i]), "by": "demo",
+                         "demo_side": int(side[i])})  # fmt: skip
+        append_labels(self.labels_path, rows)
+        return [obs], [action], [side.astype(np.float32)]

@@ -105,11 +105,33 @@ def teacher_margin(episode_returns, segment: int, episode_length: int) -> float:
 # -- the reward model ------------------------------------------------------------------------
 
 
-class RewardNet(nn.Module):
-    hidden: tuple[int, ...]
+class ClipCNN(nn.Module):
+    """Ibarz et al.'s reward-model torso for stacked 84x84 frames (appendix A.2: convolutions of
+    7x7, 5x5, 3x3, 3x3 with strides 3, 2, 1, 1 and 16 filters each, leaky ReLU; its batch norm,
+    dropout and L2 penalty are left out). uint8 in, scaled to [0, 1]. Each convolution is its
+    patches times a dense kernel: the ensemble's vmap turns ``nn.Conv`` into a grouped
+    convolution, whose gradient XLA's CPU backend computes about 10x slower."""
 
     @nn.compact
     def __call__(self, x):
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:]).astype(jnp.float32) / 255.0
+        for k, stride in ((7, 3), (5, 2), (3, 1), (3, 1)):
+            H, W = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
+            patches = [x[:, i : i + stride * (H - 1) + 1 : stride, j : j + stride * (W - 1) + 1 : stride]
+                       for i in range(k) for j in range(k)]  # fmt: skip
+            x = nn.leaky_relu(nn.Dense(16)(jnp.concatenate(patches, -1)))
+        return x.reshape(*lead, -1)
+
+
+class RewardNet(nn.Module):
+    hidden: tuple[int, ...]
+    image: bool = False  # frames [..., H, W, C] through ClipCNN first
+
+    @nn.compact
+    def __call__(self, x):
+        if self.image:
+            x = ClipCNN()(x)
         for h in self.hidden:
             x = nn.leaky_relu(nn.Dense(h)(x))
         return jnp.tanh(nn.Dense(1)(x))[..., 0]
@@ -144,6 +166,10 @@ class PreferenceReward:
     feedback_every: int = 20_000  # env steps between sessions
     per_session: int = 100  # queries per session (B-Pref's reward_batch)
     large_batch: int = 10  # candidates per query for disagreement / entropy selection
+    # demonstrations (``rl demos`` file): each session also adds up to ``demo_pairs`` pairs of a
+    # demo segment and an agent segment labelled demo-preferred (Ibarz et al., Algorithm 1 step 6)
+    demos: str = ""
+    demo_pairs: int = 0
 
     intrinsic = False
     stream_defaults = {"weight": 1.0, "normalize": "none"}
@@ -157,36 +183,48 @@ class PreferenceReward:
             raise ValueError(f"preference query={self.query!r}; choices: {', '.join(SELECTORS)}")
         if self.feedback_every < 1 or self.per_session < 1 or self.large_batch < 1:
             raise ValueError("preference feedback_every, per_session and large_batch must be >= 1")
+        if self.demo_pairs < 0 or (self.demo_pairs and not self.demos):
+            raise ValueError("preference demo_pairs must be >= 0, and > 0 needs demos=PATH (`rl demos`)")
 
     @property
     def reads(self) -> frozenset[str]:
         return frozenset({"obs", "action"} if self.inputs == "obs_action" else {"obs"})
 
-    def _net(self):
-        return ensemble(RewardNet, self.members)(tuple(self.hidden))
+    def _net(self, image: bool):
+        return ensemble(RewardNet, self.members)(tuple(self.hidden), image)
 
     def _tx(self):
         return optax.adam(self.lr)
 
     def init(self, key, spec):
         fields = spec_fields(spec)
-        obs_dim = math.prod(spec.obs_shape)
-        dim = obs_dim + (fields["action_dim"] if self.inputs == "obs_action" else 0)
-        params = self._net().init(key, jnp.zeros((1, dim), jnp.float32))["params"]
+        image = len(spec.obs_shape) == 3
+        if image and self.inputs != "obs":
+            raise ValueError(
+                f"preference rewards on frames ({spec.env_id}: {spec.obs_shape}) read the observation only "
+                "(Ibarz et al.): set inputs=obs"
+            )
+        x = jnp.zeros((1, *spec.obs_shape), jnp.uint8) if image else jnp.zeros((1, self._dim(spec, fields)))
+        params = self._net(image).init(key, x)["params"]
         C, L = self.capacity, self.segment
         act = (C, 2, L, *((fields["action_dim"],) if not fields["discrete"] else ()))
-        labels = {
-            "obs": jnp.zeros((C, 2, L, *spec.obs_shape), jnp.float32),
+        labels = {  # frames stay uint8: a 25-step pair of 84x84x4 frames is 1.4 MB
+            "obs": jnp.zeros((C, 2, L, *spec.obs_shape), jnp.uint8 if image else jnp.float32),
             "action": jnp.zeros(act, jnp.float32 if not fields["discrete"] else jnp.int32),
             "label": jnp.zeros((C,), jnp.float32),
             "count": jnp.int32(0),  # pairs labelled so far (the buffer keeps the first ``capacity``)
         }
         return LearnedState(params, self._tx().init(params), labels, **fields)
 
+    def _dim(self, spec, fields) -> int:
+        return math.prod(spec.obs_shape) + (fields["action_dim"] if self.inputs == "obs_action" else 0)
+
     # rewards
 
     def _x(self, state, obs, action):
-        """[N, dim] inputs of flat samples."""
+        """The network's inputs of flat samples: [N, dim] vectors, or the frames [N, H, W, C]."""
+        if obs.ndim == 4:
+            return obs
         x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
         if self.inputs == "obs_action":
             x = jnp.concatenate([x, action_input(state, action)], -1)
@@ -194,7 +232,7 @@ class PreferenceReward:
 
     def member_rewards(self, state, params, obs, action):
         """[K, N] each member's reward of flat samples."""
-        return self._net().apply({"params": params}, self._x(state, obs, action))
+        return self._net(obs.ndim == 4).apply({"params": params}, self._x(state, obs, action))
 
     def reward(self, state, batch):
         r = self.member_rewards(state, state.params, batch.flat(batch.obs), batch.flat(batch.action))
@@ -263,7 +301,7 @@ class PreferenceReward:
             x = self._x(
                 state, obs.reshape(N * 2 * L, *obs.shape[3:]), action.reshape(N * 2 * L, *action.shape[3:])
             )
-            rets = RewardNet(tuple(self.hidden)).apply({"params": p}, x).reshape(N, 2, L).sum(-1)
+            rets = RewardNet(tuple(self.hidden), x.ndim == 4).apply({"params": p}, x).reshape(N, 2, L).sum(-1)
             y = labels["label"][i]
             per = bradley_terry_loss(rets[:, 0], rets[:, 1], y)
             hit = (rets[:, 1] > rets[:, 0]) == (y > 0.5)  # B-Pref's argmax accuracy (equal: as 0)
