@@ -431,3 +431,32 @@ def test_the_cmorl_experiment_tables_both_protocols(tmp_path):
     )
     assert f"{hv:,.4g}" in rows[0]
     assert (root / "fronts-mo-mo-hopper-2obj-v5.png").exists()
+
+
+def test_the_ibarz_experiment_builds_its_arms_and_needs_its_demonstrator(tmp_path):
+    """Each arm x game x budget is a valid PPO config (the demos arm with the paths the script
+    adds); the preference arms train on the learned reward alone, from frames; phase 2 refuses
+    to record before the demonstrator has finished. (The whole pipeline at smoke budget,
+    ``python experiments/ibarz_atari.py --budget smoke``, takes minutes: not a test.)"""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import ibarz_atari
+
+    from rl.agents import ppo
+
+    for name, arm in ibarz_atari.ARMS.items():
+        for task in ibarz_atari.TASKS:
+            for smoke in (False, True):
+                extra = ibarz_atari.SMOKE[task] + ibarz_atari.SMOKE.get((name, task), []) if smoke else []
+                if name == "pref_demos":
+                    extra += ["demos=d.npz", "shaper.streams.preference.demos=d.npz"]
+                presets = [arm.overrides[1]] if arm.overrides[:1] == ("--config",) else []
+                overrides = config_lib.parse_overrides([*arm.overrides[2 if presets else 0 :], *extra])
+                cfg = config_lib.build(ppo.Config, presets, {"env": task, **overrides})
+                stream = cfg.shaper.streams.get("preference", {})
+                if name == "ppo":
+                    assert cfg.shaper.terms == [] and cfg.bc_epochs == 0
+                else:
+                    assert cfg.shaper.extrinsic["weight"] == 0 and stream["inputs"] == "obs"
+                    assert (cfg.bc_epochs > 0) == (name == "pref_demos") == (stream.get("demo_pairs", 0) > 0)
+    with pytest.raises(FileNotFoundError, match="demonstrator"):
+        ibarz_atari.record_demos(tmp_path, "atari:Pong", 2)
