@@ -74,7 +74,7 @@ def save(path, arrays: dict, meta: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:  # a file object: np.savez would append .npz to a bare name
-        np.savez(f, **arrays, meta=np.asarray(json.dumps(meta)))
+        np.savez_compressed(f, **arrays, meta=np.asarray(json.dumps(meta)))  # frames compress well
     return path
 
 

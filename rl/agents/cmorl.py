@@ -445,6 +445,22 @@ def unstack(members: Member) -> list:
     return [jax.tree.map(lambda a, i=i: a[i], host) for i in range(P)]
 
 
+def setup(cfg: MOPPOConfig, shaper: Shaper | None, agent: str, objectives: int | None = None):
+    """``(spec, reference point)`` of the env, after the checks every MO-PPO agent makes: the
+    Shaper holds the env reward alone, observations and rewards are vectors (of ``objectives``
+    objectives, when the agent needs a number)."""
+    shaper = (shaper or from_config(cfg.shaper)).bind(cfg.gamma)
+    if any(type(s.term).__name__ != "Extrinsic" for s in shaper.streams):
+        raise ValueError(
+            f"{agent} trains on the env's vector reward; other shaper terms are not supported yet"
+        )
+    spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
+    check_env(spec)
+    if objectives is not None and spec.reward_dim != objectives:
+        raise ValueError(f"{agent} is built for {objectives} objectives; {cfg.env} has {spec.reward_dim}")
+    return spec, mo.reference_point(cfg.env, spec.reward_dim, cfg.ref_point)
+
+
 def check_env(spec: envs.EnvSpec) -> None:
     if len(spec.reward_shape) != 1 or spec.reward_dim < 2 or len(spec.obs_shape) != 1:
         raise ValueError(
@@ -506,13 +522,8 @@ class Population:
 
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Both stages within ``cfg.total_steps`` env steps; writes ``front.json`` and ``front.png``."""
-    shaper = (shaper or from_config(cfg.shaper)).bind(cfg.gamma)
-    if any(type(s.term).__name__ != "Extrinsic" for s in shaper.streams):
-        raise ValueError("C-MORL trains on the env's vector reward; other shaper terms are not supported yet")
-    spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
-    check_env(spec)
+    spec, ref = setup(cfg, shaper, "C-MORL")
     k = spec.reward_dim
-    ref = mo.reference_point(cfg.env, k, cfg.ref_point)
     weights = mo.simplex_grid(k, cfg.weight_step).astype(np.float32)
     grid = mo.simplex_grid(k, cfg.eval_weight_step)
     P = len(weights)

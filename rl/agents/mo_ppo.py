@@ -42,7 +42,7 @@ from rl import checkpoint, envs
 from rl import config as config_lib
 from rl.agents import cmorl, ppo
 from rl.evaluation import EVAL_SEED_OFFSET
-from rl.rewards import Shaper, from_config
+from rl.rewards import Shaper
 from rl.rewards import multiobjective as mo
 from rl.runs import Run, print_result
 
@@ -150,13 +150,8 @@ def evaluate_weights(cfg: Config, spec, member: cmorl.Member, weights, episodes:
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """PPO over sampled preferences for ``cfg.total_steps`` env steps; writes ``front.json`` and
     ``front.png``."""
-    shaper = (shaper or from_config(cfg.shaper)).bind(cfg.gamma)
-    if any(type(s.term).__name__ != "Extrinsic" for s in shaper.streams):
-        raise ValueError("MO-PPO trains on the env's vector reward; other shaper terms are not supported yet")
-    spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
-    cmorl.check_env(spec)
+    spec, ref = cmorl.setup(cfg, shaper, "MO-PPO")
     k = spec.reward_dim
-    ref = mo.reference_point(cfg.env, k, cfg.ref_point)
     grid, front_w = mo.simplex_grid(k, cfg.eval_weight_step), mo.simplex_grid(k, cfg.weight_step)
     n_updates = cfg.total_steps // cfg.rollout_steps
     if n_updates < 1:

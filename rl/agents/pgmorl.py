@@ -49,10 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import least_squares
 
-from rl import checkpoint, envs
+from rl import checkpoint
 from rl import config as config_lib
 from rl.agents import cmorl
-from rl.rewards import Shaper, from_config
+from rl.rewards import Shaper
 from rl.rewards import multiobjective as mo
 from rl.runs import Run, print_result
 
@@ -269,15 +269,8 @@ class Sample:
 def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | None = None) -> dict:
     """Warm-up and generations within ``cfg.total_steps`` env steps; writes ``front.json`` and
     ``front.png``."""
-    shaper = (shaper or from_config(cfg.shaper)).bind(cfg.gamma)
-    if any(type(s.term).__name__ != "Extrinsic" for s in shaper.streams):
-        raise ValueError("PGMORL trains on the env's vector reward; other shaper terms are not supported yet")
-    spec = envs.make_spec(cfg.env, cfg.num_envs, cfg.seed, **cfg.env_options)
-    cmorl.check_env(spec)
+    spec, ref = cmorl.setup(cfg, shaper, "PGMORL (population_2d.py)", objectives=2)
     k = spec.reward_dim
-    if k != 2:
-        raise ValueError(f"PGMORL is built for two objectives (population_2d.py); {cfg.env} has {k}")
-    ref = mo.reference_point(cfg.env, k, cfg.ref_point)
     grid = mo.simplex_grid(k, cfg.eval_weight_step)
     warm = mo.simplex_grid(k, cfg.weight_step).astype(np.float32)
     if cfg.total_steps < len(warm) * cfg.rollout_steps:
