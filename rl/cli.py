@@ -4,6 +4,7 @@ rl train AGENT --env ID [--config PRESET ...] [key=value ...]
 rl resume RUN_DIR
 rl eval RUN_DIR [--episodes N] [--video]
 rl demos RUN_DIR --episodes N --out FILE
+rl label RUN_DIR [--port 8000]
 rl report RUNS_DIR [--out DIR]
 rl envs [NAMESPACE]
 rl bench [foundation | throughput | rewards] [--quick]
@@ -58,6 +59,12 @@ def _demos(args) -> None:
     path = demos.record(args.run_dir, args.episodes, args.out, seed=args.seed)
     returns = demos.load(path)["meta"]["returns"]
     print(f"{path}: {len(returns)} episodes, mean return {sum(returns) / len(returns):.4g}")
+
+
+def _label(args) -> None:
+    from rl import label
+
+    label.serve(args.run_dir, args.port)
 
 
 def _eval(args) -> None:
@@ -125,6 +132,11 @@ def main(argv=None) -> int:
     d.add_argument("--out", required=True, help="the .npz file to write")
     d.add_argument("--seed", type=int, default=0, help="seeds the env and the policy's sampling")
     d.set_defaults(fn=_demos)
+
+    lb = sub.add_parser("label", help="a local page to label a run's preference queries (teacher=human)")
+    lb.add_argument("run_dir")
+    lb.add_argument("--port", type=int, default=8000)
+    lb.set_defaults(fn=_label)
 
     rp = sub.add_parser("report", help="aggregate runs: IQM with bootstrap CIs, learning curves, report.md")
     rp.add_argument("runs_dir", help="a directory holding run directories (searched recursively)")

@@ -570,6 +570,8 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     network(cfg, spec)  # unsupported spaces fail here, before a run directory exists
     shaper.check(provided(shaper, spec), "PPO")  # a term reading a missing field fails here
     shaper.check_scalar(spec.reward_shape, "PPO")
+    if Feedback.wanted(shaper):  # a preference stream that cannot run fails before the run exists
+        Feedback.check(shaper, spec.obs_shape, spec.action_shape)
     run = run or Run.create(cfg, "ppo")
     print(config_lib.to_yaml(run.cfg), flush=True)
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)

@@ -401,6 +401,8 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     replay = Replay.from_spec(spec, cfg.buffer_size, shaper.annotations(spec) or None)
     shaper.check(provided(replay), "SAC")  # a term reading a missing field fails here
     shaper.check_scalar(spec.reward_shape, "SAC")
+    if Feedback.wanted(shaper):  # a preference stream that cannot run fails before the run exists
+        Feedback.check(shaper, spec.obs_shape, spec.action_shape)
     run = run or Run.create(cfg, "sac")
     print(config_lib.to_yaml(run.cfg), flush=True)
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)

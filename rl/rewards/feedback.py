@@ -26,7 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl import demos as demos_lib
-from rl.rewards.preference import TEACHERS, PreferenceReward, append_labels, teacher_margin
+from rl.rewards.preference import (
+    HUMAN,
+    TEACHERS,
+    PreferenceReward,
+    append_labels,
+    read_labels,
+    teacher_margin,
+)
 
 RECENT = 10  # episodes in B-Pref's teacher margin (``teacher_margin``)
 
@@ -46,15 +53,7 @@ class Feedback:
         self._add = {s.name: jax.jit(s.term.add_labels) for s in self.streams}
         self._fit = {s.name: jax.jit(partial(s.term.fit, data=None)) for s in self.streams}
         self.demos = {s.name: demos_lib.load(s.term.demos) for s in self.streams if s.term.demo_pairs}
-        for name, d in self.demos.items():  # a mismatch fails before any step, not at a session
-            if d["obs"].shape[1:] != tuple(replay.obs_shape) or d["action"].shape[1:] != tuple(
-                replay.action_shape
-            ):
-                raise ValueError(
-                    f"preference stream {name}'s demonstrations ({d['meta']['env']}) have observations "
-                    f"{d['obs'].shape[1:]} and actions {d['action'].shape[1:]}; the env has {tuple(replay.obs_shape)} "
-                    f"and {tuple(replay.action_shape)}"
-                )
+        Feedback.check(shaper, replay.obs_shape, replay.action_shape, self.demos)
 
     def __bool__(self):
         return bool(self.streams)
@@ -70,6 +69,28 @@ class Feedback:
 
     def restore(self, recent) -> None:
         self.returns = [float(x) for x in np.asarray(recent) if np.isfinite(x)]
+
+    @staticmethod
+    def check(shaper, obs_shape, action_shape, demos=None) -> None:
+        """Fail before any work where a stream cannot run: a person (``teacher=human``) needs frames
+        to look at; demonstrations must match the env's observations and actions."""
+        streams = [s for s in shaper.streams if isinstance(s.term, PreferenceReward)]
+        human = [s.name for s in streams if s.term.teacher == HUMAN]
+        if human and len(obs_shape) != 3:
+            raise ValueError(
+                f"preference streams {human} ask a person (teacher=human), who is shown frames; the env's "
+                f"observations {tuple(obs_shape)} are vectors: use image observations "
+                "(Atari, or env_options.pixels=true)"
+            )
+        if demos is None:
+            demos = {s.name: demos_lib.load(s.term.demos) for s in streams if s.term.demo_pairs}
+        for name, d in demos.items():
+            if d["obs"].shape[1:] != tuple(obs_shape) or d["action"].shape[1:] != tuple(action_shape):
+                raise ValueError(
+                    f"preference stream {name}'s demonstrations ({d['meta']['env']}) have observations "
+                    f"{d['obs'].shape[1:]} and actions {d['action'].shape[1:]}; the env has {tuple(obs_shape)} "
+                    f"and {tuple(action_shape)}"
+                )
 
     @staticmethod
     def wanted(shaper) -> bool:
@@ -98,6 +119,8 @@ class Feedback:
         return shaper_state, metrics
 
     def session(self, stream, shaper_state, rstate, key, step: int, rng) -> tuple[object, dict]:
+        if stream.term.teacher == HUMAN:
+            return self.human_session(stream, shaper_state, rstate, key, step)
         term, name = stream.term, stream.name
         state = shaper_state.terms[name]
         room = term.capacity - int(state.fixed["count"])
@@ -180,3 +203,47 @@ class Feedback:
                          "demo_side": int(side[i])})  # fmt: skip
         append_labels(self.labels_path, rows)
         return [obs], [action], [side.astype(np.float32)]
+
+    def human_session(self, stream, shaper_state, rstate, key, step: int) -> tuple[object, dict]:
+        """``teacher=human`` (``rl label``): take in the answers given since, fit, then write new
+        queries for the room left (the budget minus the labels held and the queries waiting)."""
+        from rl.label import QueryStore
+
+        term, name = stream.term, stream.name
+        state, store = shaper_state.terms[name], QueryStore(self.labels_path.parent)
+        taken = {r["query"] for r in read_labels(self.labels_path) if r.get("by") == HUMAN}
+        answers = store.answers()
+        new = [q for q in store.queries() if q["stream"] == name and q["id"] not in taken
+               and answers.get(q["id"], "skip") != "skip"]  # fmt: skip
+        new = new[: term.capacity - int(state.fixed["count"])]
+        k_seg, k_fit = jax.random.split(key)
+        fit = {}
+        if new:
+            pairs = [store.load(q["id"]) for q in new]
+            labels = np.asarray([answers[q["id"]] for q in new], np.float32)
+            obs = np.stack([p["obs"] for p in pairs])
+            action = np.stack([p["action"] for p in pairs])
+            state = self._add[name](state, obs, action, jnp.asarray(labels))
+            state, fit = self._fit[name](state, key=k_fit)
+            append_labels(self.labels_path, [{"step": step, "query": q["id"], "episodes": q["episodes"],
+                                              "starts": q["starts"], "label": float(y), "by": HUMAN}
+                                             for q, y in zip(new, labels)])  # fmt: skip
+        waiting = store.pending(name)
+        n = min(term.per_session, term.capacity - int(state.fixed["count"]) - len(waiting))
+        written = 0
+        if n > 0:
+            first = int(state.fixed["count"]) == 0 and not store.queries()
+            how = "uniform" if first else term.query
+            m = n if how == "uniform" else n * term.large_batch
+            seg = self._sample(rstate, k_seg, 2 * m, term.segment)
+            if bool(np.asarray(seg["valid"]).all()):
+                pair = lambda x: np.asarray(x).reshape(m, 2, *x.shape[1:])  # noqa: E731
+                obs, action = pair(seg["obs"]), pair(seg["action"])
+                pick = np.asarray(self._select[name](state, jnp.asarray(obs), jnp.asarray(action), n, how))
+                episodes, starts = pair(seg["segment_episode"]), pair(seg["start"])
+                for i in pick:
+                    store.add(name, step, obs[i], action[i], episodes[i], starts[i])
+                written = len(pick)
+        out = {f"reward/{name}/human_labels": len(new), f"reward/{name}/queries_waiting": len(waiting) + written,
+               **{f"reward/{name}/{k}": float(v) for k, v in fit.items()}}  # fmt: skip
+        return shaper_state.replace(terms={**shaper_state.terms, name: state}), out

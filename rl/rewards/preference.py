@@ -34,6 +34,7 @@ import optax
 from rl.nets import ensemble
 from rl.rewards.learned import LearnedState, action_input, spec_fields
 
+HUMAN = "human"  # labels from a person through ``rl label`` (``rl.rewards.feedback``)
 FIRST, SECOND, EQUAL = 0.0, 1.0, 0.5  # labels: B-Pref's 0 / 1, and its -1 (equal) as a 0.5 target
 SELECTORS = ("uniform", "disagreement", "entropy")
 
@@ -160,7 +161,7 @@ class PreferenceReward:
     epochs: int = 50  # most passes over the labels per fit (B-Pref's reward_update for DMC)
     stop_accuracy: float = 0.97
     # feedback sessions (host side, ``rl.rewards.feedback``), in env steps
-    teacher: str = "oracle"  # a name of TEACHERS (scripted, on the true env reward)
+    teacher: str = "oracle"  # a name of TEACHERS (scripted, on the true env reward), or "human" (`rl label`)
     query: str = "disagreement"  # uniform | disagreement | entropy (the first session: uniform)
     feedback_start: int = 0  # env step of the first session (PEBBLE: after its unsupervised phase)
     feedback_every: int = 20_000  # env steps between sessions
@@ -177,8 +178,8 @@ class PreferenceReward:
     def __post_init__(self):
         if self.inputs not in ("obs_action", "obs"):
             raise ValueError(f"preference inputs={self.inputs!r}; choices: obs_action, obs")
-        if self.teacher not in TEACHERS:
-            raise ValueError(f"preference teacher={self.teacher!r}; choices: {', '.join(TEACHERS)}")
+        if self.teacher not in TEACHERS and self.teacher != HUMAN:
+            raise ValueError(f"preference teacher={self.teacher!r}; choices: {', '.join(TEACHERS)}, {HUMAN}")
         if self.query not in SELECTORS:
             raise ValueError(f"preference query={self.query!r}; choices: {', '.join(SELECTORS)}")
         if self.feedback_every < 1 or self.per_session < 1 or self.large_batch < 1:

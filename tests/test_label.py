@@ -1,0 +1,154 @@
+"""``rl label``: a training run with ``teacher=human`` writes its queries, the local page shows
+them and stores answers, and the run's next session takes them in. The page is driven through
+HTTP here, and in a headless Chromium (selenium) where one is installed."""
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+
+import jax
+import numpy as np
+import pytest
+
+from rl import config as config_lib
+from rl import envs, label
+from rl.agents import ppo
+from rl.rewards.preference import read_labels
+
+STREAMS = {"preference": {"feedback_start": 64, "feedback_every": 64, "per_session": 2, "capacity": 6, "segment": 4,
+                          "hidden": [16], "inputs": "obs", "teacher": "human", "query": "uniform"}}  # fmt: skip
+OVER = {"env": "gym:CartPole-v1", "env_options": {"pixels": True, "size": 48}, "num_envs": 2, "num_steps": 32,
+        "num_minibatches": 2, "update_epochs": 1, "total_steps": 128, "eval_episodes": 1, "log_every": 64,
+        "hidden": [16], "experiment": "h", "run_name": "r", "preference_buffer": 256,
+        "shaper": {"terms": ["preference"], "extrinsic": {"weight": 0.0}, "streams": STREAMS}}  # fmt: skip
+
+
+def _post(url, body):
+    req = urllib.request.Request(
+        url + "/label", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        return urllib.request.urlopen(req).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture(scope="module")
+def human_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("label")
+    ppo.train(config_lib.build(ppo.Config, overrides={**OVER, "runs_dir": str(root)}))
+    return root / "h" / "r"
+
+
+def test_the_run_writes_queries_and_the_page_stores_answers(human_run):
+    store = label.QueryStore(human_run)
+    queries = store.queries()
+    assert [q["step"] for q in queries] == [64, 64, 128, 128]  # two a session, while the budget has room
+    first = store.load(queries[0]["id"])
+    assert first["obs"].shape == (2, 4, 48, 48, 3) and first["frames"].dtype == np.uint8
+    httpd, url = label.serve_in_thread(human_run)
+    try:
+        html = urllib.request.urlopen(url + "/").read().decode()
+        assert queries[0]["id"] in html and "/clip/" in html and "4 queries wait" in html
+        gif = urllib.request.urlopen(f"{url}/clip/{queries[0]['id']}/1.gif").read()
+        assert gif[:4] == b"GIF8"
+        assert _post(url, {"query": queries[0]["id"], "label": 0}) == 200
+        assert _post(url, {"query": queries[1]["id"], "label": 0.5}) == 200
+        assert _post(url, {"query": queries[2]["id"], "label": "skip"}) == 200
+        assert _post(url, {"query": queries[3]["id"], "label": 7}) == 400  # not a label
+        assert _post(url, {"query": "nope", "label": 1}) == 400
+        pending = json.loads(urllib.request.urlopen(url + "/queries").read())
+        assert [q["id"] for q in pending] == [queries[3]["id"]]
+    finally:
+        httpd.shutdown()
+    assert store.answers() == {queries[0]["id"]: 0, queries[1]["id"]: 0.5, queries[2]["id"]: "skip"}
+
+
+def test_a_session_takes_the_answers_in_and_a_resume_reads_them_again(tmp_path):
+    """The sessions alone, on a replay of random frames: the first writes two queries; one is
+    answered, one skipped; the next session adds the answer to the buffer and labels.jsonl and
+    writes queries for the room left. A resume to before that session (labels.jsonl cut back,
+    the older term state) takes the same answer in again: human_labels.jsonl is never cut."""
+    import gymnasium as gym
+
+    from rl.replay import Replay
+    from rl.rewards.feedback import Feedback
+
+    cfg = config_lib.build(ppo.Config, overrides=OVER)
+    shaper = ppo.build_shaper(cfg)
+    spec = envs.EnvSpec("frames", 2, (48, 48, 3), "uint8", gym.spaces.Discrete(2), (), None)
+    state = shaper.init(jax.random.PRNGKey(0), spec)
+    replay = Replay.from_spec(spec, 256)
+    rstate, add = replay.init(), jax.jit(replay.add)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        obs = rng.integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
+        rstate = add(
+            rstate, obs, np.zeros(2, np.int32), np.zeros(2), np.zeros(2, bool), np.zeros(2, bool), obs
+        )
+    fb = Feedback(shaper, replay, tmp_path / "labels.jsonl", None, 0)
+    store = label.QueryStore(tmp_path)
+    first, _ = fb.after(state, rstate, 0, 64, [])
+    q = store.queries()
+    assert len(q) == 2 and int(first.terms["preference"].fixed["count"]) == 0
+    store.answer(q[0]["id"], 1.0)
+    store.answer(q[1]["id"], "skip")
+    second, m = fb.after(first, rstate, 64, 128, [])
+    held = second.terms["preference"].fixed
+    assert (
+        int(held["count"]) == 1
+        and float(held["label"][0]) == 1.0
+        and m["reward/preference/human_labels"] == 1
+    )
+    np.testing.assert_array_equal(np.asarray(held["obs"][0]), store.load(q[0]["id"])["obs"])
+    rows = read_labels(tmp_path / "labels.jsonl")
+    assert [(r["query"], r["by"]) for r in rows] == [(q[0]["id"], "human")]
+    assert len(store.queries()) == 4 and len(store.pending()) == 2  # room 6 - 1 held, 2 a session
+    (tmp_path / "labels.jsonl").write_text("")  # a resume to the checkpoint before the session
+    again, _ = fb.after(first, rstate, 64, 128, [])
+    assert int(again.terms["preference"].fixed["count"]) == 1
+    assert [r["query"] for r in read_labels(tmp_path / "labels.jsonl")] == [q[0]["id"]]
+
+
+def test_a_person_needs_frames(tmp_path):
+    with pytest.raises(ValueError, match="frames"):
+        ppo.train(
+            config_lib.build(ppo.Config, overrides={**OVER, "env_options": {}, "runs_dir": str(tmp_path)})
+        )
+    assert not list(tmp_path.iterdir())  # before any run directory exists
+
+
+def test_the_page_in_a_headless_browser(human_run, tmp_path):
+    """A real browser: the query's two clips load, a click on "right" writes the label."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chrome or not driver_path:
+        pytest.skip("no chromium / chromedriver installed (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    run_dir = tmp_path / "r"
+    shutil.copytree(human_run, run_dir)
+    (run_dir / "human_labels.jsonl").unlink(missing_ok=True)
+    httpd, url = label.serve_in_thread(run_dir)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        browser.get(url + "/")
+        first = label.QueryStore(run_dir).queries()[0]["id"]
+        assert browser.find_element("id", "query").get_attribute("data-id") == first
+        width = browser.execute_script("return document.getElementById('clip0').naturalWidth")
+        assert width == 144  # the GIF loaded: 48 px x 3
+        browser.find_element("id", "right").click()
+        for _ in range(50):
+            if label.QueryStore(run_dir).answers():
+                break
+            browser.implicitly_wait(0.1)
+        assert label.QueryStore(run_dir).answers() == {first: 1.0}
+    finally:
+        browser.quit()
+        httpd.shutdown()
