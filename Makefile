@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -n 2 --durations=15
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/rl train ppo --config ppo-cartpole
 
-test: $(VENV)/.installed-dev
+# `rl label`'s browser test drives Debian's Chromium; where apt cannot install it, that test skips
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1; } || \
+	  echo "chromium not installed: the labeling page's browser test will skip"
+
+test: $(VENV)/.installed-dev browser
 	$(BIN)/ruff check rl tests experiments notebooks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
