@@ -151,7 +151,8 @@ def page(store: QueryStore) -> str:
     q = pending[0]
     clips = "".join(f'<figure><img id="clip{s}" src="/clip/{q["id"]}/{s}.gif" alt="clip {s}">'
                     f"<figcaption>{'left (1)' if s == 0 else 'right (2)'}</figcaption></figure>" for s in (0, 1))  # fmt: skip
-    buttons = "".join(f'<button id="{name}" onclick="answer({json.dumps(v)})">{name}</button>'
+    keys = {"left": 1, "right": 2, "equal": 3, "skip": 0}
+    buttons = "".join(f'<button id="{name}" onclick="answer({json.dumps(v)})">{name} ({keys[name]})</button>'
                       for name, v in ANSWERS.items())  # fmt: skip
     status = f"{len(pending)} queries wait (this one from step {q['step']}, stream {q['stream']})."
     return PAGE.format(run=store.dir.name, status=status, qid=q["id"], clips=clips, buttons=buttons)
