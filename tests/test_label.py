@@ -119,8 +119,24 @@ def test_a_person_needs_frames(tmp_path):
     assert not list(tmp_path.iterdir())  # before any run directory exists
 
 
-def test_the_page_in_a_headless_browser(human_run, tmp_path):
-    """A real browser: the query's two clips load, a click on "right" writes the label."""
+def _eventually(check, seconds: float = 10.0) -> bool:
+    """Whether ``check()`` comes true within ``seconds`` (a reloading page raises meanwhile)."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            if check():
+                return True
+        except Exception:  # noqa: BLE001 (a stale element while the page reloads)
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def test_the_page_in_a_headless_browser(tmp_path):
+    """A real browser on two stored queries of synthetic frames: the first query's two clips
+    load, a click on "right" writes its label, the page moves on to the second."""
     webdriver = pytest.importorskip("selenium.webdriver")
     chrome = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
@@ -129,8 +145,15 @@ def test_the_page_in_a_headless_browser(human_run, tmp_path):
     from selenium.webdriver.chrome.service import Service
 
     run_dir = tmp_path / "r"
-    shutil.copytree(human_run, run_dir)
-    (run_dir / "human_labels.jsonl").unlink(missing_ok=True)
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("agent: ppo\n")
+    store = label.QueryStore(run_dir)
+    frames = np.zeros((2, 4, 48, 48, 3), np.uint8)
+    frames[0, :, 10:20, 10:20] = (255, 0, 0)  # a red square on the left, a green one on the right
+    frames[1, :, 30:40, 30:40] = (0, 200, 0)
+    first, second = (
+        store.add("preference", 64, frames, np.zeros((2, 4), np.int32), [0, 1], [0, 4]) for _ in "ab"
+    )
     httpd, url = label.serve_in_thread(run_dir)
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
@@ -139,16 +162,13 @@ def test_the_page_in_a_headless_browser(human_run, tmp_path):
     browser = webdriver.Chrome(service=Service(driver_path), options=opts)
     try:
         browser.get(url + "/")
-        first = label.QueryStore(run_dir).queries()[0]["id"]
         assert browser.find_element("id", "query").get_attribute("data-id") == first
         width = browser.execute_script("return document.getElementById('clip0').naturalWidth")
         assert width == 144  # the GIF loaded: 48 px x 3
         browser.find_element("id", "right").click()
-        for _ in range(50):
-            if label.QueryStore(run_dir).answers():
-                break
-            browser.implicitly_wait(0.1)
-        assert label.QueryStore(run_dir).answers() == {first: 1.0}
+        assert _eventually(lambda: label.QueryStore(run_dir).answers() == {first: 1.0})
+        # the page reloads with the next query
+        assert _eventually(lambda: browser.find_element("id", "query").get_attribute("data-id") == second)
     finally:
         browser.quit()
         httpd.shutdown()
