@@ -2,7 +2,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?= -n 2 --durations=15
+PYTEST_ARGS ?= -n 2 --dist worksteal --durations=15
 
 .PHONY: run test bench lint clean browser
 

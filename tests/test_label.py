@@ -1,6 +1,7 @@
-"""``rl label``: a training run with ``teacher=human`` writes its queries, the local page shows
-them and stores answers, and the run's next session takes them in. The page is driven through
-HTTP here, and in a headless Chromium (selenium) where one is installed."""
+"""``rl label``: the feedback sessions of a ``teacher=human`` stream write their queries, the local
+page shows them and stores answers, and the next session takes them in. The page is driven
+through HTTP, and in a headless Chromium (selenium) where one is installed. (PPO and SAC reach
+these sessions as with a scripted teacher: ``test_preference``.)"""
 
 import json
 import shutil
@@ -34,20 +35,41 @@ def _post(url, body):
         return e.code
 
 
-@pytest.fixture(scope="module")
-def human_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("label")
-    ppo.train(config_lib.build(ppo.Config, overrides={**OVER, "runs_dir": str(root)}))
-    return root / "h" / "r"
+def _session_run(run_dir):
+    """A run directory whose preference stream's sessions at 64 and 128 env steps wrote two queries
+    each (the Feedback sessions on a replay of random 48x48 frames), and the Feedback."""
+    import gymnasium as gym
+
+    from rl.replay import Replay
+    from rl.rewards.feedback import Feedback
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text("agent: ppo\n")
+    shaper = ppo.build_shaper(config_lib.build(ppo.Config, overrides=OVER))
+    spec = envs.EnvSpec("frames", 2, (48, 48, 3), "uint8", gym.spaces.Discrete(2), (), None)
+    state = shaper.init(jax.random.PRNGKey(0), spec)
+    replay = Replay.from_spec(spec, 256)
+    rstate, add = replay.init(), jax.jit(replay.add)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        obs = rng.integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
+        rstate = add(
+            rstate, obs, np.zeros(2, np.int32), np.zeros(2), np.zeros(2, bool), np.zeros(2, bool), obs
+        )
+    fb = Feedback(shaper, replay, run_dir / "labels.jsonl", None, 0)
+    return fb, state, rstate
 
 
-def test_the_run_writes_queries_and_the_page_stores_answers(human_run):
-    store = label.QueryStore(human_run)
+def test_the_sessions_write_queries_and_the_page_stores_answers(tmp_path):
+    fb, state, rstate = _session_run(tmp_path)
+    state = fb.after(state, rstate, 0, 64, [])[0]
+    fb.after(state, rstate, 64, 128, [])
+    store = label.QueryStore(tmp_path)
     queries = store.queries()
     assert [q["step"] for q in queries] == [64, 64, 128, 128]  # two a session, while the budget has room
     first = store.load(queries[0]["id"])
     assert first["obs"].shape == (2, 4, 48, 48, 3) and first["frames"].dtype == np.uint8
-    httpd, url = label.serve_in_thread(human_run)
+    httpd, url = label.serve_in_thread(tmp_path)
     try:
         html = urllib.request.urlopen(url + "/").read().decode()
         assert queries[0]["id"] in html and "/clip/" in html and "4 queries wait" in html
@@ -70,24 +92,7 @@ def test_a_session_takes_the_answers_in_and_a_resume_reads_them_again(tmp_path):
     answered, one skipped; the next session adds the answer to the buffer and labels.jsonl and
     writes queries for the room left. A resume to before that session (labels.jsonl cut back,
     the older term state) takes the same answer in again: human_labels.jsonl is never cut."""
-    import gymnasium as gym
-
-    from rl.replay import Replay
-    from rl.rewards.feedback import Feedback
-
-    cfg = config_lib.build(ppo.Config, overrides=OVER)
-    shaper = ppo.build_shaper(cfg)
-    spec = envs.EnvSpec("frames", 2, (48, 48, 3), "uint8", gym.spaces.Discrete(2), (), None)
-    state = shaper.init(jax.random.PRNGKey(0), spec)
-    replay = Replay.from_spec(spec, 256)
-    rstate, add = replay.init(), jax.jit(replay.add)
-    rng = np.random.default_rng(0)
-    for _ in range(40):
-        obs = rng.integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
-        rstate = add(
-            rstate, obs, np.zeros(2, np.int32), np.zeros(2), np.zeros(2, bool), np.zeros(2, bool), obs
-        )
-    fb = Feedback(shaper, replay, tmp_path / "labels.jsonl", None, 0)
+    fb, state, rstate = _session_run(tmp_path)
     store = label.QueryStore(tmp_path)
     first, _ = fb.after(state, rstate, 0, 64, [])
     q = store.queries()

@@ -53,7 +53,8 @@ class Feedback:
         self._add = {s.name: jax.jit(s.term.add_labels) for s in self.streams}
         self._fit = {s.name: jax.jit(partial(s.term.fit, data=None)) for s in self.streams}
         self.demos = {s.name: demos_lib.load(s.term.demos) for s in self.streams if s.term.demo_pairs}
-        Feedback.check(shaper, replay.obs_shape, replay.action_shape, self.demos)
+        if self.streams:
+            Feedback.check(shaper, replay.obs_shape, replay.action_shape, self.demos)
 
     def __bool__(self):
         return bool(self.streams)
