@@ -144,9 +144,50 @@ class VecEnv(VectorEnv):
                 next_obs[i] = o
         return obs, reward, terminated, truncated, {"next_obs": next_obs, "episodes": episodes}
 
+    def physics_states(self) -> np.ndarray | None:
+        """[E, n] simulator states of the sub-envs' current observations (``physics_state``),
+        or None for envs without one."""
+        states = [physics_state(env) for env in self.envs]
+        return None if states[0] is None else np.stack(states)
+
     def close_extras(self, **kwargs):
         for env in self.envs:
             env.close()
+
+
+def physics_state(env: gym.Env) -> np.ndarray | None:
+    """The simulator state behind a DMC env's observation (``physics.get_state()``, float32), or
+    None for other envs. ``render_physics_state`` turns a stored one back into the frame a
+    person sees (the same pixels as rendering the live env)."""
+    u = env.unwrapped
+    return np.asarray(u._env.physics.get_state(), np.float32) if isinstance(u, DMCEnv) else None
+
+
+def render_physics_state(env: gym.Env, state) -> np.ndarray:
+    """The frame of ``env`` (made with ``render: true``) put in simulator ``state``."""
+    u = env.unwrapped
+    with u._env.physics.reset_context():
+        u._env.physics.set_state(np.asarray(state, np.float64))
+    return u.render()
+
+
+class StateRenderer:
+    """Frames [..., H, W, 3] of stored simulator states [..., n], from an env of its own (the
+    training envs are never moved)."""
+
+    def __init__(self, env_id: str, options: dict):
+        self.env, _ = make(env_id, 1, 0, **{**options, "render": True})
+        self.env.reset()
+        self.sub = self.env.envs[0]
+
+    def __call__(self, states) -> np.ndarray:
+        states = np.asarray(states)
+        flat = states.reshape(-1, states.shape[-1])
+        frames = np.stack([render_physics_state(self.sub, s) for s in flat])
+        return frames.reshape(*states.shape[:-1], *frames.shape[1:])
+
+    def close(self):
+        self.env.close()
 
 
 class EpisodeStats(gym.Wrapper):

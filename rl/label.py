@@ -14,8 +14,9 @@ and it fits; then it writes new queries while the budget lasts. ``human_labels.j
 never cut back on resume, so no answer a person gave is lost: answers whose ``labels.jsonl``
 record a resume removed are read again.
 
-Observations must be frames (Atari, or ``env_options.pixels=true``): the clips are the frames
-themselves (the newest frame of a stack).
+The clips are the frames of image observations (the newest frame of a stack), or, for a DMC
+task's vector observations, its simulator states: the agent stores each step's
+``physics.get_state()`` in the replay and the session renders the chosen segments.
 """
 
 from __future__ import annotations
@@ -73,13 +74,15 @@ class QueryStore:
         self.index, self.answers_path = self.dir / "queries.jsonl", self.dir / "human_labels.jsonl"
         self.files = self.dir / "queries"
 
-    def add(self, stream: str, step: int, obs, action, episodes, starts) -> str:
-        """Store one query (obs / action [2, L, ...]); returns its id."""
+    def add(self, stream: str, step: int, obs, action, episodes, starts, frames=None) -> str:
+        """Store one query (obs / action [2, L, ...]; ``frames`` [2, L, H, W, 3], by default the
+        observations themselves); returns its id."""
         qid = f"{step}-{uuid.uuid4().hex[:8]}"  # unique: a resumed session's queries are new ones
         self.files.mkdir(parents=True, exist_ok=True)
         tmp = self.files / f"{qid}.part"
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, obs=np.asarray(obs), action=np.asarray(action), frames=frames_of(obs))
+            shown = frames_of(obs) if frames is None else np.asarray(frames, np.uint8)
+            np.savez_compressed(f, obs=np.asarray(obs), action=np.asarray(action), frames=shown)
         tmp.rename(self.files / f"{qid}.npz")  # whole or absent
         _append(self.index, {"id": qid, "stream": stream, "step": int(step),
                              "episodes": [int(e) for e in episodes], "starts": [int(s) for s in starts]})  # fmt: skip

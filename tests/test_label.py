@@ -177,3 +177,30 @@ def test_the_page_in_a_headless_browser(tmp_path):
     finally:
         browser.quit()
         httpd.shutdown()
+
+
+def test_a_person_labels_a_dmc_task_from_its_rendered_simulator_states(tmp_path):
+    """Vector observations: the agent keeps each step's physics state in its replay and the
+    session renders the chosen segments; a stored state renders the live env's very frame."""
+    from rl.agents import sac
+
+    env, _ = envs.make("dmc:cartpole-balance", 1, 0, render=True)
+    env.reset()
+    for _ in range(5):
+        env.step(np.ones((1, 1), np.float32))
+    renderer = envs.StateRenderer("dmc:cartpole-balance", {})
+    try:
+        np.testing.assert_array_equal(renderer(env.physics_states())[0], env.envs[0].render())
+    finally:
+        renderer.close(), env.close()
+    streams = {"preference": {**STREAMS["preference"], "inputs": "obs_action"}}
+    over = {"env": "dmc:cartpole-balance", "hidden": [16, 16], "batch_size": 32, "learning_starts": 1000,
+            "total_steps": 160, "eval_episodes": 1, "runs_dir": str(tmp_path), "run_name": "s",
+            "shaper": {"terms": ["preference"], "streams": streams}}  # fmt: skip
+    sac.train(config_lib.build(sac.Config, overrides=over))
+    store = label.QueryStore(next(tmp_path.glob("*/s")))
+    queries = store.queries()
+    assert [q["step"] for q in queries] == [64, 64, 128, 128]
+    pair = store.load(queries[0]["id"])
+    assert pair["obs"].shape == (2, 4, 5) and pair["frames"].shape == (2, 4, 64, 64, 3)
+    assert np.ptp(pair["frames"][0].astype(int), axis=0).max() > 0  # the clip moves

@@ -68,7 +68,7 @@ from rl.replay import Replay
 from rl.returns import gae
 from rl.rewards import RunningStats, Shaper, from_config, registry
 from rl.rewards.annotate import annotate_segments
-from rl.rewards.feedback import RECENT, Feedback
+from rl.rewards.feedback import RECENT, Feedback, physics_field
 from rl.runs import Run, print_result
 
 
@@ -570,8 +570,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     network(cfg, spec)  # unsupported spaces fail here, before a run directory exists
     shaper.check(provided(shaper, spec), "PPO")  # a term reading a missing field fails here
     shaper.check_scalar(spec.reward_shape, "PPO")
+    phys = physics_field(shaper, env)  # a person labels vector observations from rendered states
     if Feedback.wanted(shaper):  # a preference stream that cannot run fails before the run exists
-        Feedback.check(shaper, spec.obs_shape, spec.action_shape)
+        Feedback.check(shaper, spec.obs_shape, spec.action_shape, frames=bool(phys))
     run = run or Run.create(cfg, "ppo")
     print(config_lib.to_yaml(run.cfg), flush=True)
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)
@@ -581,7 +582,7 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         state = state._replace(shaper=shaper.warm_up(state.shaper, warmup_batch(np.stack(seen))))
         obs, _ = env.reset()
     # preference streams (PrefPPO): a replay their feedback sessions draw queries from
-    replay = Replay.from_spec(spec, cfg.preference_buffer) if Feedback.wanted(shaper) else None
+    replay = Replay.from_spec(spec, cfg.preference_buffer, phys or None) if Feedback.wanted(shaper) else None
     rstate = replay.init() if replay is not None else None
     if resume is not None:
         check_resumed_shaper(resume, shaper)
@@ -595,9 +596,13 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         state, loop = state._replace(params=params), {**loop, "obs_stats": obs_stats_bc.host()}
         run.log(0, bc)
         print("[ppo] behaviour cloning: " + ", ".join(f"{k} {v:.4g}" for k, v in bc.items()), flush=True)
-    feedback = None
+    feedback, renderer = None, None
+    states = env.physics_states() if phys else None  # of ``obs``
     if replay is not None:
-        feedback = Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed)
+        renderer = envs.StateRenderer(cfg.env, cfg.env_options) if phys else None
+        feedback = Feedback(
+            shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed, renderer
+        )
         feedback.restore(loop["teacher_returns"])
     add = jax.jit(replay.add, donate_argnums=0) if replay is not None else None
     norm = normalizes_obs(cfg, spec)
@@ -656,6 +661,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                         buf["final_obs"][t] = observe(cfg, spec, obs_stats, info["next_obs"], False)[1]
                 if feedback:
                     transition = replay_transition(obs, action, reward, terminated, truncated, info)
+                    if phys:
+                        transition["extras"] = {"physics": states}
+                        states = env.physics_states()
                     rstate = add(rstate, **transition)
                     shaper_state, m = feedback.after(state.shaper, rstate, step, step + E, info["episodes"])
                     state = state._replace(shaper=shaper_state)
@@ -674,6 +682,8 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     finally:
         run.close()
         env.close()
+        if renderer is not None:
+            renderer.close()
     print_result(summary, cfg.eval_episodes)
     return summary
 

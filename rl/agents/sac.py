@@ -49,7 +49,7 @@ from rl.replay import Replay
 from rl.returns import n_step_return
 from rl.rewards import Shaper, from_config
 from rl.rewards.annotate import EpisodeAnnotator
-from rl.rewards.feedback import RECENT, Feedback
+from rl.rewards.feedback import RECENT, Feedback, physics_field
 from rl.runs import Run, print_result
 
 
@@ -398,11 +398,12 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     low, high = action_bounds(spec, "SAC")  # a discrete env fails here, before a run directory exists
     # annotators (DreamSmooth) write their fields into the replay when each episode ends
     annotator = EpisodeAnnotator(shaper.annotators(), cfg.num_envs) if shaper.annotators() else None
-    replay = Replay.from_spec(spec, cfg.buffer_size, shaper.annotations(spec) or None)
+    phys = physics_field(shaper, env)  # a person labels vector observations from rendered states
+    replay = Replay.from_spec(spec, cfg.buffer_size, {**shaper.annotations(spec), **phys} or None)
     shaper.check(provided(replay), "SAC")  # a term reading a missing field fails here
     shaper.check_scalar(spec.reward_shape, "SAC")
     if Feedback.wanted(shaper):  # a preference stream that cannot run fails before the run exists
-        Feedback.check(shaper, spec.obs_shape, spec.action_shape)
+        Feedback.check(shaper, spec.obs_shape, spec.action_shape, frames=bool(phys))
     run = run or Run.create(cfg, "sac")
     print(config_lib.to_yaml(run.cfg), flush=True)
     state, loop = init(cfg, spec, jax.random.PRNGKey(cfg.seed), shaper), init_loop(cfg, spec)
@@ -424,7 +425,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     every = updates_per_call(cfg)[1]
     described = {"shaper": shaper.describe()}
     # preference streams' feedback sessions (PEBBLE): labels into the run's labels.jsonl
-    feedback = Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed)
+    renderer = envs.StateRenderer(cfg.env, cfg.env_options) if phys else None
+    feedback = Feedback(shaper, replay, run.dir / "labels.jsonl", spec.max_episode_steps, cfg.seed, renderer)
+    states = env.physics_states() if phys else None  # of ``obs``
     feedback.restore(loop["teacher_returns"])
 
     def save():
@@ -447,6 +450,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
         while step < cfg.total_steps:
             next_obs, reward, terminated, truncated, info = env.step(action)
             transition = replay_transition(obs, action, reward, terminated, truncated, info, annotator)
+            if phys:
+                transition["extras"] = {**(transition["extras"] or {}), "physics": states}
+                states = env.physics_states()
             learn = step + cfg.num_envs >= cfg.learning_starts and (step // cfg.num_envs + 1) % every == 0
             state, rstate, action, out = (learn_fn if learn else collect_fn)(
                 state, rstate, transition, next_obs
@@ -467,6 +473,8 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
     finally:
         run.close()
         env.close()
+        if renderer is not None:
+            renderer.close()
     print_result(summary, cfg.eval_episodes)
     return summary
 

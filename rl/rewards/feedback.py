@@ -38,11 +38,25 @@ from rl.rewards.preference import (
 RECENT = 10  # episodes in B-Pref's teacher margin (``teacher_margin``)
 
 
+def physics_field(shaper, env) -> dict:
+    """The replay's extra field a ``teacher=human`` stream needs on vector observations: each
+    step's simulator state, ``{"physics": ((n,), "float32")}``, rendered into the clips a person
+    sees (DMC tasks); ``{}`` when no such stream exists or the observations are frames."""
+    human = any(isinstance(s.term, PreferenceReward) and s.term.teacher == HUMAN for s in shaper.streams)
+    if not human or len(env.single_observation_space.shape) == 3 or not hasattr(env, "physics_states"):
+        return {}
+    states = env.physics_states()
+    return {} if states is None else {"physics": ((states.shape[1],), "float32")}
+
+
 class Feedback:
     """The sessions of every preference stream of ``shaper`` for one agent's replay."""
 
-    def __init__(self, shaper, replay, labels_path, episode_length: int | None, seed: int = 0):
+    def __init__(self, shaper, replay, labels_path, episode_length: int | None, seed: int = 0, renderer=None):
+        """``renderer``: frames of the replay's stored simulator states (``rl.envs.StateRenderer``),
+        for ``teacher=human`` streams on vector observations (the replay's ``physics`` field)."""
         self.streams = [s for s in shaper.streams if isinstance(s.term, PreferenceReward)]
+        self.renderer = renderer
         self.replay, self.labels_path = replay, labels_path
         self.episode_length = episode_length or 1000
         self.seed = seed
@@ -54,7 +68,7 @@ class Feedback:
         self._fit = {s.name: jax.jit(partial(s.term.fit, data=None)) for s in self.streams}
         self.demos = {s.name: demos_lib.load(s.term.demos) for s in self.streams if s.term.demo_pairs}
         if self.streams:
-            Feedback.check(shaper, replay.obs_shape, replay.action_shape, self.demos)
+            Feedback.check(shaper, replay.obs_shape, replay.action_shape, self.demos, renderer is not None)
 
     def __bool__(self):
         return bool(self.streams)
@@ -72,16 +86,17 @@ class Feedback:
         self.returns = [float(x) for x in np.asarray(recent) if np.isfinite(x)]
 
     @staticmethod
-    def check(shaper, obs_shape, action_shape, demos=None) -> None:
+    def check(shaper, obs_shape, action_shape, demos=None, frames: bool = False) -> None:
         """Fail before any work where a stream cannot run: a person (``teacher=human``) needs frames
-        to look at; demonstrations must match the env's observations and actions."""
+        to look at (image observations, or ``frames``: stored simulator states to render);
+        demonstrations must match the env's observations and actions."""
         streams = [s for s in shaper.streams if isinstance(s.term, PreferenceReward)]
         human = [s.name for s in streams if s.term.teacher == HUMAN]
-        if human and len(obs_shape) != 3:
+        if human and len(obs_shape) != 3 and not frames:
             raise ValueError(
                 f"preference streams {human} ask a person (teacher=human), who is shown frames; the env's "
-                f"observations {tuple(obs_shape)} are vectors: use image observations "
-                "(Atari, or env_options.pixels=true)"
+                f"observations {tuple(obs_shape)} are vectors and it has no simulator state to render "
+                "from: use a dmc: task, or image observations (Atari, env_options.pixels=true)"
             )
         if demos is None:
             demos = {s.name: demos_lib.load(s.term.demos) for s in streams if s.term.demo_pairs}
@@ -242,8 +257,12 @@ class Feedback:
                 obs, action = pair(seg["obs"]), pair(seg["action"])
                 pick = np.asarray(self._select[name](state, jnp.asarray(obs), jnp.asarray(action), n, how))
                 episodes, starts = pair(seg["segment_episode"]), pair(seg["start"])
-                for i in pick:
-                    store.add(name, step, obs[i], action[i], episodes[i], starts[i])
+                frames = None
+                if self.renderer is not None and "physics" in seg:  # vector observations: render them
+                    frames = self.renderer(pair(seg["physics"])[pick])
+                for j, i in enumerate(pick):
+                    store.add(name, step, obs[i], action[i], episodes[i], starts[i],
+                              None if frames is None else frames[j])  # fmt: skip
                 written = len(pick)
         out = {f"reward/{name}/human_labels": len(new), f"reward/{name}/queries_waiting": len(waiting) + written,
                **{f"reward/{name}/{k}": float(v) for k, v in fit.items()}}  # fmt: skip
