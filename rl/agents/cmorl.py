@@ -368,7 +368,7 @@ class Archive:
         to ``size`` by crowding distance."""
         points = np.concatenate([self.points, np.asarray(points, np.float64).reshape(-1, len(self.ref))])
         policies, weights = self.policies + list(policies), self.weights + list(weights)
-        keep = np.flatnonzero(mo.pareto_mask(points) & np.all(points >= self.ref, 1))
+        keep = np.flatnonzero(mo.front_mask(points, self.ref))
         if len(keep) > self.size:
             keep = keep[np.argsort(-crowding_distance(points[keep]), kind="stable")[: self.size]]
         self.points = points[keep]

@@ -186,7 +186,8 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
                 points = evaluate_weights(
                     cfg, spec, member, front_w, cfg.eval_episodes, cfg.eval_gamma, progs=progs
                 )
-                m = mo.front_metrics(_front(points, ref), ref, grid) if len(_front(points, ref)) else {}
+                front = _front(points, ref)
+                m = mo.front_metrics(front, ref, grid) if len(front) else {}
                 out = {f"eval/{n}": float(v) for n, v in m.items()}
                 out["eval/episode_return"] = out.get("eval/eum", float("nan"))
                 run.log(
@@ -206,15 +207,14 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
 
 
 def _front(points, ref) -> np.ndarray:
-    """The points that are Pareto-optimal and at or above the reference point."""
     p = np.asarray(points, np.float64)
-    return p[mo.pareto_mask(p) & np.all(p >= ref, 1)]
+    return p[mo.front_mask(p, ref)]
 
 
 def finish(cfg: Config, spec, run: Run, member, points, weights, ref, grid, step: int, progs) -> dict:
     """The final front under both protocols into ``front.json`` (and ``front.png``), the summary."""
     points = np.asarray(points, np.float64)
-    keep = mo.pareto_mask(points) & np.all(points >= ref, 1)
+    keep = mo.front_mask(points, ref)
     if not keep.any():
         raise RuntimeError(
             f"no evaluated point is at or above the reference point {ref.tolist()}: {points.tolist()}"

@@ -232,8 +232,7 @@ def performance_buffers(points, origin, num: int, size: int) -> list[int]:
 
 def _front(points, ref) -> np.ndarray:
     p = np.asarray(points, np.float64).reshape(-1, len(ref))
-    p = p[np.all(p >= ref, 1)]
-    return mo.pareto_front(p) if len(p) else p
+    return p[mo.front_mask(p, ref)]
 
 
 def select_tasks(candidates, ep_points, ref, n: int, alpha: float) -> list[int]:

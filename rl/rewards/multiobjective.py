@@ -120,6 +120,13 @@ def pareto_mask(points) -> np.ndarray:
     return keep
 
 
+def front_mask(points, ref) -> np.ndarray:
+    """[n] bools: the Pareto-optimal points at or above ``ref`` (those a hypervolume counts; a
+    point dominating one above ``ref`` is above it too, so the order of the two filters is moot)."""
+    p = _points(points)
+    return pareto_mask(p) & np.all(p >= np.asarray(ref, np.float64), 1)
+
+
 def pareto_front(points) -> np.ndarray:
     """The non-dominated points of ``points`` (duplicates once), in their given order."""
     p = _points(points)
