@@ -580,13 +580,14 @@ class _Bandit(gym.Env):
 def test_dreamer_learns_a_continuous_bandit_through_imagination(tmp_path):
     """The whole path (replay chunks, world model, reward head, imagination, the actor's
     REINFORCE loss, LaProp) moves the policy: a random policy scores about 3 of 16, a learned
-    one over 9 within 800 env steps. Flipping the policy loss's sign scores about -10. (Zeroing
+    one over 9 within 800 env steps (400 updates: 9.8 at seed 0). Flipping the policy loss's
+    sign scores about -9. (Zeroing
     the imagined rewards alone does not break it: the critic's replayed returns, ``repval``,
     still carry the real rewards into the advantages.)"""
     gym.register("RewardlabDreamerBandit-v0", entry_point=_Bandit)
     over = {"env": "gym:RewardlabDreamerBandit-v0", "deter": 32, "hidden": 32, "stoch": 8, "classes": 4,
             "blocks": 2, "units": 32, "layers": 2, "batch_size": 8, "batch_length": 16, "imag_length": 8,
-            "learning_starts": 160, "train_ratio": 128, "warmup": 0, "lr": 1e-3, "total_steps": 800,
+            "learning_starts": 160, "train_ratio": 64, "warmup": 0, "lr": 1e-3, "total_steps": 800,
             "log_every": 160, "eval_episodes": 2, "runs_dir": str(tmp_path)}  # fmt: skip
     summary = dreamer.train(config_lib.build(dreamer.Config, overrides=over))
     rows = [json.loads(x) for x in open(summary["metrics"])]

@@ -127,12 +127,12 @@ def test_bad_input_fails_before_a_run_exists(tmp_path):
 def test_sigkill_then_resume_continues_the_run(tmp_path, sigkill_after_checkpoint):
     run = tmp_path / "t" / "k"
     cmd = [sys.executable, "-m", "rl.cli", "train", "envelope", "--env", DST, "env_options={max_episode_steps: 100}",
-           "hidden=[32]", "total_steps=600", "log_every=100", "checkpoint_every=200", "eval_weights=8",
+           "hidden=[32]", "total_steps=400", "log_every=100", "checkpoint_every=100", "eval_weights=4",
            f"runs_dir={tmp_path}", "experiment=t", "run_name=k"]  # fmt: skip
     sigkill_after_checkpoint(cmd, run)
     out = subprocess.run([sys.executable, "-m", "rl.cli", "resume", str(run)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(x) for x in open(run / "metrics.jsonl")]
     steps = [r["step"] for r in rows if "perf/sps" in r]
-    assert steps == sorted(set(steps)) and steps[-1] == 600  # no line lost or repeated
-    assert mo.read_front(run / "front.json")["step"] == 600
+    assert steps == sorted(set(steps)) and steps[-1] == 400  # no line lost or repeated
+    assert mo.read_front(run / "front.json")["step"] == 400

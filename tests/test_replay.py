@@ -127,10 +127,10 @@ def sampled_set(batch):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    T=st.sampled_from([3, 5, 8]),
+    T=st.sampled_from([3, 8]),  # few shapes: each (T, E, n) compiles its own sample
     E=st.sampled_from([1, 3]),
     steps=st.integers(1, 40),
-    n=st.integers(1, 3),
+    n=st.sampled_from([1, 3]),
     seed=st.integers(0, 2**16),
 )
 def test_sampled_transitions_are_exactly_the_valid_ones(T, E, steps, n, seed):
