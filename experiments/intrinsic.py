@@ -14,7 +14,9 @@ PPO with 256 envs x 32 steps, 4 epochs of minibatches of 2,048 (``--batch_size 2
 NeurIPS rebuttal's Table 3 says 1,024: the code wins), lr 2.5e-4 annealed, clip 0.1 (also the
 value clip), entropy 0.01, gamma 0.99, GAE 0.95, one value head (the intrinsic return
 episodic), the env reward x 100, RLeXplore's MiniGrid network (``torso=rlexplore``: three 2x2
-convs on obs / 255, Dense 512 + ReLU, linear heads), and the baseline intrinsic settings: the
+convs on the raw tile ids, Dense 512 + ReLU, linear heads, all with rllte's orthogonal init:
+gain sqrt(2) for the convs, 1 for the dense layers and both heads, ``actor_gain=1``), and the
+baseline intrinsic settings: the
 bonus divided by the running std of its raw values, updated with each rollout before it is
 used (``normalize=std``), weighted beta = 0.25, each module trained on each rollout for one
 epoch of minibatches of 256 (Adam 1e-3). Every term embeds with the same MinigridEncoder of
@@ -28,9 +30,10 @@ proportion 0.1, as rllte builds it; the other terms see obs / 255 (rllte without
 its one DoorKey launch script, ``doorkey_5.sh``, passes ``--obs_rms`` to every arm, which only
 RND and NGU's RND follow here). Departures left: NGU's life-long modulator is
 clip(1 + err / std(err), 1, 5) (rllte main; b0057b3 uses clip(1 + 0.25 err, 1, 5)) on the
-normalized product, not on the episodic part alone; torch's uniform init vs ours (lecun
-normal); the reference's agent torso reads raw ids, ours obs / 255. ``experiments/intrinsic/
-notes.md`` has the line-by-line comparison.
+normalized product, not on the episodic part alone; the terms' heads (inverse and forward
+models) start from lecun normal, rllte's from orthogonal. The terms' MinigridEncoders start
+from torch's default init, as rllte's do. ``experiments/intrinsic/notes.md`` has the
+line-by-line comparison.
 
 Their published DoorKey-16x16 scores (``assets/mgd.png`` of RLE-Foundation/RLeXplore, read
 off the bar chart, 10M steps; its caption says 10 seeds, the appendix 5, the scripts run 3):
@@ -105,7 +108,7 @@ ARMS = {
 }
 RLEXPLORE_PPO = [
     "--config", "ppo-minigrid", "num_envs=256", "num_steps=32", "num_minibatches=4", "update_epochs=4",
-    "torso=rlexplore", "hidden=[]",
+    "torso=rlexplore", "hidden=[]", "actor_gain=1.0",
     "lr=0.00025", "anneal_lr=true", "adam_eps=1e-5", "clip_coef=0.1", "ent_coef=0.01", "gamma=0.99",
     "gae_lambda=0.95", "shaper.extrinsic.weight=100",
 ]  # fmt: skip

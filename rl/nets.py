@@ -145,23 +145,55 @@ def max_pool_2x2(x):
     return x.max(axis=(-4, -2))
 
 
+def torch_uniform(fan_in: int | None = None):
+    """torch's default init for ``nn.Linear`` and ``nn.Conv2d`` (kaiming_uniform with a = sqrt(5)):
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), a variance of 1 / (3 fan_in), a third of lecun normal's.
+    With ``fan_in`` given, the same law for a bias (whose shape does not tell its layer's fan-in)."""
+    if fan_in is None:
+        return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    bound = 1.0 / np.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+MINIGRID_INITS = ("lecun", "orthogonal", "torch")
+
+
 class MinigridEncoder(nn.Module):
     """RLeXplore's MiniGrid torso (rllte ``rllte/xploit/encoder/minigrid_encoder.py``, the
     agent's and its reward modules'): three 2x2 convs of 16, 32 and 64 channels with ReLU and no
     pooling, flattened, then Dense(features) + ReLU. ``scale`` divides the input by 255 (as the
     reference's reward modules do without observation normalization; its agent, and inputs
-    already standardized, take it as it is)."""
+    already standardized, take it as it is). ``weight_init``: flax's lecun normal with zero biases;
+    ``"orthogonal"`` as rllte's agent initializes its whole policy (``init_fn="orthogonal"``,
+    ``rllte/common/initialization.py``: gain sqrt(2) for convs, 1 for linear layers, zero
+    biases); ``"torch"``, torch's default, which the reward modules' encoders keep (no init
+    function is applied to them)."""
 
     features: int = 512
     scale: bool = True
+    weight_init: str = "lecun"  # (not ``init``: that is the module's init method)
+
+    def _inits(self, fan_in: int, conv: bool):
+        if self.weight_init == "orthogonal":
+            return nn.initializers.orthogonal(np.sqrt(2.0) if conv else 1.0), nn.initializers.zeros_init()
+        if self.weight_init == "torch":
+            return torch_uniform(), torch_uniform(fan_in)
+        if self.weight_init != "lecun":
+            raise ValueError(
+                f"unknown MinigridEncoder init '{self.weight_init}'; inits: {', '.join(MINIGRID_INITS)}"
+            )
+        return nn.initializers.lecun_normal(), nn.initializers.zeros_init()
 
     @nn.compact
     def __call__(self, x):
         x = x.astype(jnp.float32)
         x = x / 255.0 if self.scale else x
         for i, c in enumerate((16, 32, 64)):
-            x = nn.relu(MatmulConv(c, 2, name=f"Conv_{i}")(x))
-        return nn.relu(nn.Dense(self.features)(x.reshape(*x.shape[:-3], -1)))
+            k_init, b_init = self._inits(2 * 2 * x.shape[-1], conv=True)
+            x = nn.relu(MatmulConv(c, 2, kernel_init=k_init, bias_init=b_init, name=f"Conv_{i}")(x))
+        x = x.reshape(*x.shape[:-3], -1)
+        k_init, b_init = self._inits(x.shape[-1], conv=False)
+        return nn.relu(nn.Dense(self.features, kernel_init=k_init, bias_init=b_init)(x))
 
 
 TORSOS = ("default", "rlexplore")
@@ -170,13 +202,14 @@ TORSOS = ("default", "rlexplore")
 def encoder_for(obs_shape: Sequence[int], scale: bool = True, torso: str = "default") -> nn.Module | None:
     """The torso for an observation: Nature CNN for frames (H, W >= 36; ``scale`` divides
     uint8 pixels by 255), GridCNN for small integer grids (``torso="rlexplore"``: RLeXplore's
-    ``MinigridEncoder``), None for flat vectors (the MLP reads them directly)."""
+    agent torso, ``MinigridEncoder`` on the raw ids with rllte's orthogonal init), None for flat
+    vectors (the MLP reads them directly)."""
     if torso not in TORSOS:
         raise ValueError(f"unknown torso '{torso}'; torsos: {', '.join(TORSOS)}")
     if len(obs_shape) == 3:
         if min(obs_shape[:2]) >= 36:
             return NatureCNN(scale=scale)
-        return MinigridEncoder() if torso == "rlexplore" else GridCNN()
+        return MinigridEncoder(scale=False, weight_init="orthogonal") if torso == "rlexplore" else GridCNN()
     if len(obs_shape) != 1:
         raise ValueError(f"no encoder for observations of shape {tuple(obs_shape)} (flat or HxWxC only)")
     return None

@@ -73,3 +73,36 @@ def test_rlexplores_minigrid_encoder_is_its_layers_on_obs_over_255():
     out = enc.apply({"params": p}, x)
     assert out.shape == (3, 512)
     np.testing.assert_allclose(out, h, rtol=1e-4, atol=1e-6)
+
+
+def test_minigrid_encoder_inits_follow_rllte():
+    """rllte's agent initializes its whole policy orthogonally (``rllte/common/initialization.py``:
+    conv gain sqrt(2), linear gain 1, zero biases), its reward modules keep torch's default
+    (weights and biases U(+-1/sqrt(fan_in))). Fails if a law, a gain or a fan-in is wrong, or if
+    the agent's torso (``encoder_for(torso="rlexplore")``) scales its raw ids or uses another init."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rl.nets import MinigridEncoder, encoder_for
+
+    x = jnp.zeros((1, 7, 7, 2), jnp.float32)
+    p = MinigridEncoder(weight_init="orthogonal").init(jax.random.PRNGKey(0), x)["params"]
+    fans = {"Conv_0": 8, "Conv_1": 64, "Conv_2": 128, "Dense_0": 4 * 4 * 64}
+    for name, fan in fans.items():
+        w = np.asarray(p[name]["kernel"]).reshape(fan, -1)
+        gain2 = 2.0 if name.startswith("Conv") else 1.0
+        small = w @ w.T if w.shape[0] < w.shape[1] else w.T @ w  # orthonormal along the shorter side
+        np.testing.assert_allclose(small, gain2 * np.eye(len(small)), atol=1e-4)
+        assert not np.asarray(p[name]["bias"]).any()
+    p = MinigridEncoder(weight_init="torch").init(jax.random.PRNGKey(0), x)["params"]
+    for name, fan in fans.items():
+        bound = 1 / np.sqrt(fan)
+        for leaf in (p[name]["kernel"], p[name]["bias"]):
+            leaf = np.asarray(leaf)
+            assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.9 * bound, name
+        assert np.std(p[name]["kernel"]) == pytest.approx(bound / np.sqrt(3), rel=0.1)
+    agent = encoder_for((7, 7, 2), torso="rlexplore")
+    assert (agent.scale, agent.weight_init) == (False, "orthogonal")
+    with pytest.raises(ValueError, match="unknown MinigridEncoder init"):
+        MinigridEncoder(weight_init="xavier").init(jax.random.PRNGKey(0), x)

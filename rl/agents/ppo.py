@@ -94,6 +94,7 @@ class Config(Common):
     clip_reward: float = 10.0
     hidden: tuple[int, ...] = (64, 64)  # MLP widths (actor and critic; the head after a CNN torso)
     torso: Literal["default", "rlexplore"] = "default"  # grids: GridCNN, or RLeXplore's MinigridEncoder(512)
+    actor_gain: float = 0.01  # orthogonal gain of the policy's output layer (CleanRL; rllte's agent: 1.0)
     adam_eps: float = 1e-5  # CleanRL's; rl-starter-files (MiniGrid) uses 1e-8
     # a second value head for the Shaper's fused intrinsic reward (Burda et al. 2019, section 2.3):
     # its own discount, non-episodic returns (episode ends do not cut it), A = c_ext A_ext + c_int A_int
@@ -149,18 +150,21 @@ class ActorCritic(nn.Module):
     discrete: bool
     encoder: nn.Module | None = None
     heads: int = 1  # value heads: 2 gives [..., 2] (extrinsic, intrinsic)
+    actor_gain: float = 0.01
 
     @nn.compact
     def __call__(self, obs):
         if self.encoder is not None:  # shared torso, relu heads (CleanRL ppo_atari)
             x = self.encoder(obs)
             x = MLP(self.hidden, activation=nn.relu, kernel_init=orthogonal())(x) if self.hidden else x
-            logits = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))(x)
+            logits = nn.Dense(self.num_actions, kernel_init=orthogonal(self.actor_gain))(x)
             return logits, self._values(nn.Dense(self.heads, kernel_init=orthogonal(1.0))(x))
         value = self._values(
             MLP(self.hidden, self.heads, nn.tanh, orthogonal(), out_scale=1.0, name="critic")(obs)
         )
-        out = MLP(self.hidden, self.num_actions, nn.tanh, orthogonal(), out_scale=0.01, name="actor")(obs)
+        out = MLP(
+            self.hidden, self.num_actions, nn.tanh, orthogonal(), out_scale=self.actor_gain, name="actor"
+        )(obs)
         if self.discrete:
             return out, value
         log_std = self.param("log_std", nn.initializers.zeros, (self.num_actions,))
@@ -179,7 +183,12 @@ def network(cfg: Config, spec: envs.EnvSpec) -> ActorCritic:
             f"PPO's image networks have Discrete heads only; {spec.env_id} has {spec.action_space}"
         )
     return ActorCritic(
-        tuple(cfg.hidden), spec.num_actions, spec.discrete, encoder, 2 if cfg.intrinsic_head else 1
+        tuple(cfg.hidden),
+        spec.num_actions,
+        spec.discrete,
+        encoder,
+        2 if cfg.intrinsic_head else 1,
+        cfg.actor_gain,
     )
 
 

@@ -31,7 +31,8 @@ class Embedding(nn.Module):
     @nn.compact
     def __call__(self, obs):
         if self.torso == "rlexplore" and len(self.obs_shape) == 3 and min(self.obs_shape[:2]) < 36:
-            return MinigridEncoder(self.features, self.scale)(obs)  # its ReLU features are the embedding
+            # its ReLU features are the embedding; torch's default init, as rllte leaves its modules'
+            return MinigridEncoder(self.features, self.scale, weight_init="torch")(obs)
         encoder = encoder_for(self.obs_shape, self.scale, self.torso)
         x = encoder(obs) if encoder is not None else obs.astype(jnp.float32)
         return MLP(self.hidden, self.features, nn.relu)(x)
