@@ -135,10 +135,12 @@ def grid_main(
     smoke: dict,
     title: str,
     references=None,
+    default_tasks=None,
 ) -> int:
     """The whole script of an experiment whose arms all run every task: parse the common
     options, launch the missing runs, write the report. ``tasks`` maps an env id to the
-    overrides every arm uses there, ``smoke`` (keyed by task, or by (arm, task) for one arm's)
+    overrides every arm uses there (``default_tasks``: the ones run without ``--tasks``; all
+    by default), ``smoke`` (keyed by task, or by (arm, task) for one arm's)
     to extra ones at the smoke budget; ``budgets``
     maps a name to (env steps per run, seeds, {key: value} overrides)."""
     from rl.report import report
@@ -151,7 +153,7 @@ def grid_main(
     per_arm = parse_steps(p, args.steps, arms)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else seeds
     chosen = select(p, args.arms, arms, "arm")
-    chosen_tasks = select(p, args.tasks, tasks, "task") if args.tasks else list(tasks)
+    chosen_tasks = select(p, args.tasks, tasks, "task") if args.tasks else list(default_tasks or tasks)
     name = f"{experiment}-{args.budget if not args.steps else 'custom'}"
 
     jobs = []

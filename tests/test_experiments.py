@@ -231,7 +231,7 @@ def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
             4,
             2048,
         )
-        assert (cfg.torso, cfg.hidden) == ("rlexplore", ())
+        assert (cfg.torso, cfg.hidden, cfg.actor_gain) == ("rlexplore", (), 1.0)  # rllte's orthogonal heads
         assert (cfg.lr, cfg.clip_coef, cfg.ent_coef, cfg.gamma) == (2.5e-4, 0.1, 0.01, 0.99)
         assert cfg.shaper.extrinsic["weight"] == 100
         if name == "ppo":
@@ -251,6 +251,7 @@ def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
             assert shaper.warmup_steps() == 640
             assert rnd.update_proportion == (1.0 if name == "rnd" else 0.1)
     assert set(intrinsic.PUBLISHED) <= set(intrinsic.ARMS)
+    assert intrinsic.TASKS[intrinsic.FARAMA] == intrinsic.TASKS[task]  # the env comparison: same settings
 
 
 def test_the_intrinsic_report_puts_rlexplores_scores_beside_each_arm(tmp_path):
