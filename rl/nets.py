@@ -175,7 +175,7 @@ class MinigridEncoder(nn.Module):
 
     def _inits(self, fan_in: int, conv: bool):
         if self.weight_init == "orthogonal":
-            return nn.initializers.orthogonal(np.sqrt(2.0) if conv else 1.0), nn.initializers.zeros_init()
+            return orthogonal(np.sqrt(2.0) if conv else 1.0), nn.initializers.zeros_init()
         if self.weight_init == "torch":
             return torch_uniform(), torch_uniform(fan_in)
         if self.weight_init != "lecun":
