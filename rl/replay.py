@@ -343,6 +343,29 @@ class Replay:
         fields, extras = self._batch_fields(state, t, j, (t + 1) % T)
         return batch_lib.transitions(**fields, mask=ok, **extras)
 
+    def transition_slots(self, state) -> jax.Array:
+        """[T, E]: which slots start a transition :meth:`sample` may draw (written, not a final
+        observation, their successor written)."""
+        T = self.length
+        age = (state.ptr[None, :] - 1 - jnp.arange(T)[:, None]) % T
+        return (age >= 1) & (age < state.count[None, :]) & ~state.data["final"]
+
+    def sample_prioritized(self, state, key, batch_size: int, priority) -> tuple[Transitions, tuple]:
+        """Transitions drawn with replacement, slot (t, j) with probability proportional to
+        ``priority`` [T, E] among :meth:`transition_slots` (prioritized replay, Schaul et al.
+        2016, the proportional variant: the agent keeps and updates the priorities). Returns the
+        batch, as :meth:`sample`, and the slots (t [B], j [B]) for the priority update; ``mask``
+        is false when no valid slot has a positive priority."""
+        T, E = self.length, self.num_envs
+        p = jnp.where(self.transition_slots(state), priority, 0.0).reshape(-1)
+        cdf = jnp.cumsum(p)
+        u = jax.random.uniform(key, (batch_size,)) * cdf[-1]
+        flat = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), T * E - 1)
+        t, j = flat // E, flat % E
+        ok = jnp.broadcast_to(cdf[-1] > 0, (batch_size,)) & (p[flat] > 0)
+        fields, extras = self._batch_fields(state, t, j, (t + 1) % T)
+        return batch_lib.transitions(**fields, mask=ok, **extras), (t, j)
+
     def sample_sequences(self, state, key, batch_size: int, length: int, partial: bool = True) -> Sequences:
         """``Sequences`` [B, length] of consecutive transitions.
 

@@ -6,14 +6,18 @@ of Deep Sea Treasure's known front at a CI budget, bad input, resume after SIGKI
 import json
 import subprocess
 import sys
+from functools import partial
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rl import config as config_lib
+from rl import envs
 from rl.agents import envelope
 from rl.evaluation import preference_returns
+from rl.replay import Replay
 from rl.rewards import multiobjective as mo
 
 DST = "mo:deep-sea-treasure-v0"
@@ -84,6 +88,88 @@ def test_evaluation_returns_stay_per_objective_and_discount_by_hand():
     undisc, disc = preference_returns(cfg, policy, np.array([[0.5, 0.5], [1.0, 0.0]]), 2, 0.99)
     np.testing.assert_allclose(undisc, [[8.2, -3.0]] * 2, rtol=1e-6)
     np.testing.assert_allclose(disc, [[0.99**2 * 8.2, -(1 + 0.99 + 0.99**2)]] * 2, rtol=1e-6)
+
+
+class _NpPrioritizedBuffer:
+    """The reference's priority bookkeeping (MORL-Baselines ``common/prioritized_buffer.py``:
+    ``SumTree.batch_set`` with ``np.unique``'s first index, ``update_priorities``) and
+    ``Envelope.update``'s priority of the first B rows, transcribed with leaf priorities in a
+    plain array."""
+
+    def __init__(self, size, min_priority=1e-5):
+        self.leaves, self.min_priority = np.zeros(size), min_priority
+
+    def update(self, idxes, q, y, w, alpha):
+        priority = np.abs(np.einsum("sr,sr->s", q - y, w))
+        priority = (priority + self.min_priority) ** alpha
+        self.min_priority = max(self.min_priority, priority.max())
+        node, first = np.unique(idxes, return_index=True)
+        self.leaves[node] = priority[first]
+
+
+def test_priority_update_matches_the_reference_with_repeated_slots():
+    """Drawn slots with repeats (the reference keeps a repeated slot's first row), two updates
+    in a row so p_max carries over. Fails if p_max is left out of the priority, if it does not
+    grow, or if a repeat's later row wins."""
+    rng = np.random.default_rng(0)
+    T, E, B, k = 16, 2, 12, 2
+    ref, priority, top = _NpPrioritizedBuffer(T * E), jnp.zeros((T, E)), jnp.float32(1e-5)
+    for _ in range(2):
+        flat = rng.integers(0, 6, B)  # few slots: repeats are certain
+        q, y = rng.normal(size=(B, k)) * 3, rng.normal(size=(B, k)) * 3
+        w = mo.sample_preferences(jax.random.PRNGKey(0), B, k, "gaussian")
+        slots = (jnp.asarray(flat // E), jnp.asarray(flat % E))
+        priority, top = envelope.new_priorities(priority, top, slots, q, y, w, 0.6)
+        ref.update(flat, q, y, np.asarray(w), 0.6)
+        np.testing.assert_allclose(np.asarray(priority).reshape(-1), ref.leaves, rtol=1e-5)
+        assert float(top) == pytest.approx(ref.min_priority, rel=1e-6)
+    assert ref.min_priority > 1.0  # p_max has grown past the first priorities' offset
+
+
+def test_gaussian_preferences_follow_the_reference_distribution():
+    """``pref_dist=gaussian`` is MORL-Baselines' ``random_weights(dist="gaussian")``: |x| / L1.
+    Its first component against numpy samples of the reference's formula (two-sample KS); the
+    uniform Dirichlet, the mutation, is rejected by the same test."""
+    from scipy import stats
+
+    x = np.abs(np.random.default_rng(0).standard_normal((20_000, 2)))
+    reference = (x / x.sum(1, keepdims=True))[:, 0]
+    ours = np.asarray(mo.sample_preferences(jax.random.PRNGKey(1), 20_000, 2, "gaussian"))
+    uniform = np.asarray(mo.sample_preferences(jax.random.PRNGKey(1), 20_000, 2, "dirichlet"))
+    assert np.allclose(ours.sum(1), 1.0) and (ours >= 0).all()
+    assert stats.ks_2samp(ours[:, 0], reference).pvalue > 1e-3
+    assert stats.ks_2samp(uniform[:, 0], reference).pvalue < 1e-6
+
+
+def test_prioritized_updates_draw_by_priority_and_new_slots_start_at_the_largest():
+    """Inside the agent's jitted step: the slot each step writes gets the largest priority so
+    far; with every priority but one set to zero, an update draws only that slot, so only its
+    priority changes. Fails if the agent samples its replay uniformly under per=true."""
+    cfg = config_lib.build(envelope.Config, overrides={"env": DST, "hidden": [16], "buffer_size": 64})
+    spec = envs.make_spec(DST, 1, 0)
+    shaper = envelope.build_shaper(cfg)
+    replay = Replay.from_spec(spec, cfg.buffer_size)
+    state, rstate = envelope.init(cfg, spec, jax.random.PRNGKey(0), shaper), replay.init()
+    step = {
+        learn: jax.jit(partial(envelope.train_step, cfg, spec, shaper, replay, learn)) for learn in (0, 1)
+    }
+    obs = np.zeros((1, *spec.obs_shape), np.float32)
+    for i in range(10):
+        nxt = obs + i + 1
+        tr = dict(obs=obs, action=np.zeros(1, np.int32), reward=np.ones((1, 2), np.float32),
+                  terminated=np.zeros(1, bool), truncated=np.zeros(1, bool), next_obs=nxt)  # fmt: skip
+        state, rstate, _, _ = step[0](state, rstate, tr, nxt)
+        obs = nxt
+    p = np.asarray(state.priority)
+    assert np.all(p[:10, 0] == pytest.approx(1e-5)) and np.all(p[10:] == 0)
+    keep = np.zeros_like(p)
+    keep[3, 0] = 1.0
+    state = state._replace(priority=jnp.asarray(keep), max_priority=jnp.float32(1.0))
+    state, rstate, _, _ = step[1](state, rstate, tr, obs + 1)
+    after = np.asarray(state.priority)
+    assert after[10, 0] == 1.0  # this step's slot, written at the largest priority so far
+    changed = np.argwhere(after[:10] != keep[:10])
+    assert changed.tolist() == [[3, 0]] and after[3, 0] > 1.0  # (|w.td| + 1)^0.6 > 1
 
 
 def _dst_cfg(tmp_path, **over):

@@ -166,6 +166,32 @@ def test_uniform_over_valid_transitions():
     assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
 
 
+def test_prioritized_draws_follow_the_priorities_over_valid_transitions_only():
+    """Frequencies proportional to the priorities of the valid slots; final observations, the
+    newest slot (no successor yet) and zero priorities never drawn; the returned slots are the
+    drawn rows. Fails if the sampler ignores the priorities (uniform: the 8x ratio below) or
+    draws a slot :meth:`transition_slots` excludes."""
+    rng = np.random.default_rng(0)
+    replay, ref = make_replay(8, 2), Reference(8, 2)
+    state = drive(replay, ref, 30, rng, end_prob=0.3)
+    slots = np.asarray(replay.transition_slots(state))
+    assert slots.sum() == len(ref.transitions())
+    priority = np.where(rng.random(slots.shape) < 0.3, 8.0, 1.0).astype(np.float32)
+    priority[np.argwhere(slots)[0][0], np.argwhere(slots)[0][1]] = 0.0  # one valid slot never drawn
+    priority[~slots] = 100.0  # invalid slots stay out whatever their priority
+    batch, (t, j) = jax.device_get(replay.sample_prioritized(state, jax.random.PRNGKey(1), 60_000, priority))
+    assert batch.mask.all()
+    np.testing.assert_array_equal(batch.obs, np.asarray(state.data["obs"])[t, j])
+    counts = np.zeros(slots.shape)
+    np.add.at(counts, (t, j), 1)
+    p = np.where(slots, priority, 0.0)
+    expected = 60_000 * p / p.sum()
+    assert counts[p == 0].sum() == 0
+    assert np.all(np.abs(counts - expected)[p > 0] < 5 * np.sqrt(expected[p > 0]))
+    empty = replay.sample_prioritized(replay.init(), jax.random.PRNGKey(2), 4, priority)[0]
+    assert not np.asarray(empty.mask).any()  # nothing stored: every draw masked
+
+
 def test_wraparound_keeps_newest_and_final_obs():
     replay = make_replay(T=4, E=1)
     state = replay.init()

@@ -18,10 +18,19 @@ Reference: MORL-Baselines (``morl_baselines/multi_policy/envelope/envelope.py``)
    ``homotopy_steps`` env steps after ``learning_starts``; Adam; the target network copied
    every ``target_every`` updates (or Polyak-averaged with ``tau`` < 1).
 
-Acting: each env draws a preference uniformly from the simplex at every episode start and
-acts epsilon-greedily on w . Q(s, ., w), epsilon decaying linearly as the reference's
-``linearly_decaying_value``. Not done: the reference's prioritized replay (``per=True`` by
-default there); our replay samples uniformly.
+Acting: each env draws a preference at every episode start and acts epsilon-greedily on
+w . Q(s, ., w), epsilon decaying linearly as the reference's ``linearly_decaying_value``.
+Preferences (acting and the update's W) are drawn as the reference draws them,
+``random_weights(dist="gaussian")``: |x| / ||x||_1, x ~ N(0, I) (``pref_dist=dirichlet``:
+uniform on the simplex).
+
+Replay (``per=true``, the reference's default): proportional prioritized replay as
+MORL-Baselines' ``PrioritizedReplayBuffer`` (after LAP-PAL) runs it: a new transition gets
+the largest priority assigned so far (``per_min_priority`` at first); after each update the
+batch's slots get (|w_0 . (Q - y)| + p_max)^alpha, w_0 the update's first sampled preference
+(the reference's first B rows), alpha ``per_alpha``, and p_max then grows to the largest of
+them; a slot drawn twice keeps its first row's priority. No importance-sampling weights (the
+reference has none).
 
 Evaluation is a front: the greedy policy for each of ``eval_weights`` preferences
 (MORL-Baselines' ``equally_spaced_weights``), one env per preference, its vector return
@@ -69,6 +78,10 @@ class Config(Common):
     lr: float = 3e-4
     hidden: tuple[int, ...] = (256, 256, 256, 256)  # MORL-Baselines' examples (envelope_minecart.py)
     num_sample_w: int = 4  # preferences per update, paired with every transition
+    pref_dist: str = "gaussian"  # the reference's |N(0, I)| / L1; "dirichlet": uniform on the simplex
+    per: bool = True  # prioritized replay (the reference's default)
+    per_alpha: float = 0.6
+    per_min_priority: float = 1e-5  # a new transition's priority before any update
     envelope: bool = True  # False: the scalarized double-DQN target
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05
@@ -97,6 +110,10 @@ class Config(Common):
         for key in ("epsilon_start", "epsilon_end", "homotopy_start", "homotopy_end"):
             if not 0 <= getattr(self, key) <= 1:
                 raise err(f"{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.pref_dist not in mo.PREFERENCE_DISTS:
+            raise err(f"pref_dist must be one of {mo.PREFERENCE_DISTS}, got {self.pref_dist!r}")
+        if self.per_alpha < 0 or self.per_min_priority <= 0:
+            raise err("per_alpha must be >= 0 and per_min_priority > 0")
         if self.shaper.scalarize != "none":
             raise err("Envelope Q-learning learns vector Q values: shaper.scalarize must be 'none'")
 
@@ -133,6 +150,8 @@ class State(NamedTuple):
     key: jax.Array
     step: jax.Array  # env steps taken: the Shaper's clock and the schedules'
     updates: jax.Array
+    priority: jax.Array  # [T, E] the replay slots' priorities (per=true; else [0, E])
+    max_priority: jax.Array  # [] the largest priority assigned so far (a new slot's)
 
 
 def optimizer(cfg: Config) -> optax.GradientTransformation:
@@ -156,13 +175,16 @@ def init(cfg: Config, spec: envs.EnvSpec, key, shaper: Shaper | None = None) -> 
     shaper = build_shaper(cfg, shaper)
     k_net, k_shaper, k_pref, key = jax.random.split(key, 4)
     nets = jax.jit(partial(init_params, cfg, spec))(k_net)  # one program: an eager init compiles op by op
+    slots = cfg.buffer_size // cfg.num_envs if cfg.per else 0  # the replay's slots per env column
     return State(
         **nets,
-        pref=mo.sample_simplex(k_pref, cfg.num_envs, spec.reward_dim),
+        pref=mo.sample_preferences(k_pref, cfg.num_envs, spec.reward_dim, cfg.pref_dist),
         shaper=shaper.init(k_shaper, spec),
         key=key,
         step=jnp.int32(0),
         updates=jnp.int32(0),
+        priority=jnp.zeros((slots, cfg.num_envs), jnp.float32),
+        max_priority=jnp.float32(cfg.per_min_priority),
     )
 
 
@@ -215,8 +237,25 @@ def envelope_loss(q, y, w, lam):
     return (1.0 - lam) * vector + lam * scalar
 
 
-def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch: batch_lib.Transitions):
-    """One gradient step on a replay batch; its vector reward the Shaper's at ``state.step``."""
+def new_priorities(priority, max_priority, slots, q, y, w, alpha: float):
+    """The reference's priority update (MORL-Baselines ``Envelope.update`` and
+    ``PrioritizedReplayBuffer.update_priorities``): the B drawn slots (t [B], j [B]) get
+    (|w . (q - y)| + p_max)^alpha from the rows of the first sampled preference (q, y, w [B,
+    k]); where a slot was drawn twice its first row's value stands (``np.unique``'s first
+    index); p_max becomes the largest of p_max and the new values."""
+    t, j = slots
+    p = (jnp.abs(jnp.sum((q - y) * w, -1)) + max_priority) ** alpha
+    same = (t[:, None] == t[None, :]) & (j[:, None] == j[None, :])
+    first = ~jnp.any(jnp.tril(same, -1), -1)  # no earlier row drew this slot
+    rows = jnp.where(first, t, priority.shape[0])  # later duplicates write out of range: dropped
+    return priority.at[rows, j].set(p, mode="drop"), jnp.maximum(max_priority, p.max())
+
+
+def update(
+    cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch: batch_lib.Transitions, slots=None
+):
+    """One gradient step on a replay batch; its vector reward the Shaper's at ``state.step``.
+    ``slots`` (t [B], j [B]): where the batch came from, whose priorities it updates (per=true)."""
     net, tx = network(cfg, spec), optimizer(cfg)
     key, k_shaper, k_w = jax.random.split(state.key, 3)
     shaper_state, rewards, shaper_info = shaper.step(state.shaper, batch, k_shaper, state.step)
@@ -226,7 +265,7 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch:
             f"{rewards.total.shape[len(batch.lead) :]} per step"
         )
     m, b = cfg.num_sample_w, batch.lead[0]
-    sampled = mo.sample_simplex(k_w, m, spec.reward_dim)  # [m, k]
+    sampled = mo.sample_preferences(k_w, m, spec.reward_dim, cfg.pref_dist)  # [m, k]
     w = jnp.repeat(sampled, b, 0)  # [m * B, k]: each preference with every transition
 
     def tile(x):
@@ -272,12 +311,21 @@ def update(cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch:
         **shaper_info,
     }
     new = state._replace(params=params, target=target, opt=opt, shaper=shaper_state, key=key, updates=n)
+    if slots is not None:
+        priority, top = new_priorities(
+            state.priority, state.max_priority, slots, q[:b], y[:b], w[:b], cfg.per_alpha
+        )
+        new = new._replace(priority=priority, max_priority=top)
+        metrics["envelope/max_priority"] = top
     return new, metrics
 
 
 def train_step(cfg, spec, shaper, replay: Replay, learn: bool, state: State, rstate, transition, next_obs):
     """Between two env steps, one jitted call: store the transition, run the due updates,
     draw new preferences for envs whose episode ended, act epsilon-greedily on ``next_obs``."""
+    if cfg.per:  # the slots this step writes start at the largest priority so far
+        written = state.priority.at[rstate.ptr, jnp.arange(cfg.num_envs)].set(state.max_priority)
+        state = state._replace(priority=written)
     rstate = replay.add(rstate, **transition)
     step = state.step + cfg.num_envs
     state = state._replace(step=step)
@@ -286,15 +334,17 @@ def train_step(cfg, spec, shaper, replay: Replay, learn: bool, state: State, rst
 
         def one(state, _):
             key, k = jax.random.split(state.key)
-            return update(
-                cfg, spec, shaper, state._replace(key=key), replay.sample(rstate, k, cfg.batch_size)
-            )
+            state = state._replace(key=key)
+            if cfg.per:
+                batch, slots = replay.sample_prioritized(rstate, k, cfg.batch_size, state.priority)
+                return update(cfg, spec, shaper, state, batch, slots)
+            return update(cfg, spec, shaper, state, replay.sample(rstate, k, cfg.batch_size))
 
         state, metrics = jax.lax.scan(one, state, None, length=update_cadence(cfg.utd, cfg.num_envs)[0])
         metrics = jax.tree.map(jnp.mean, metrics)
     key, k_pref, k_eps, k_rand = jax.random.split(state.key, 4)
     done = transition["terminated"] | transition["truncated"]
-    fresh = mo.sample_simplex(k_pref, cfg.num_envs, spec.reward_dim)
+    fresh = mo.sample_preferences(k_pref, cfg.num_envs, spec.reward_dim, cfg.pref_dist)
     pref = jnp.where(jnp.asarray(done)[:, None], fresh, state.pref)
     eps = epsilon(cfg, step)
     random = jax.random.randint(k_rand, (cfg.num_envs,), 0, spec.num_actions)

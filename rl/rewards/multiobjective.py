@@ -65,6 +65,21 @@ def sample_simplex(key, n: int, k: int) -> jax.Array:
     return jax.random.dirichlet(key, jnp.ones(k), (n,))
 
 
+PREFERENCE_DISTS = ("dirichlet", "gaussian")
+
+
+def sample_preferences(key, n: int, k: int, dist: str = "dirichlet") -> jax.Array:
+    """``n`` preferences [n, k]: ``dirichlet`` uniform on the simplex; ``gaussian`` |x| / ||x||_1
+    with x ~ N(0, I), MORL-Baselines' ``random_weights(dist="gaussian")``, which its Envelope
+    Q-learning draws (more weight near the simplex's centre than uniform)."""
+    if dist == "dirichlet":
+        return sample_simplex(key, n, k)
+    if dist == "gaussian":
+        x = jnp.abs(jax.random.normal(key, (n, k)))
+        return x / jnp.sum(x, -1, keepdims=True)
+    raise ValueError(f"unknown preference distribution {dist!r}; known: {', '.join(PREFERENCE_DISTS)}")
+
+
 def simplex_grid(k: int, step: float) -> np.ndarray:
     """Every preference whose components are multiples of ``step`` (C-MORL's evaluation grid:
     step 0.01 gives 101 weights for 2 objectives, 5,151 for 3), lexicographic order."""
