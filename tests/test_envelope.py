@@ -126,6 +126,20 @@ def test_priority_update_matches_the_reference_with_repeated_slots():
     assert ref.min_priority > 1.0  # p_max has grown past the first priorities' offset
 
 
+def test_the_q_network_starts_as_the_references_layer_init():
+    """Every kernel orthogonal with gain 1 (rows or columns orthonormal), every bias zero: the
+    reference's ``layer_init``. Fails under flax's default lecun normal."""
+    cfg = config_lib.build(envelope.Config, overrides={"env": DST, "hidden": [64, 32]})
+    params = envelope.init_params(cfg, envs.make_spec(DST, 1, 0), jax.random.PRNGKey(0))["params"]
+    layers = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, dict) and "kernel" in x)
+    assert len(layers) == 3
+    for layer in layers:
+        w = np.asarray(layer["kernel"])
+        gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        np.testing.assert_allclose(gram, np.eye(len(gram)), atol=1e-5)
+        assert not np.asarray(layer["bias"]).any()
+
+
 def test_gaussian_preferences_follow_the_reference_distribution():
     """``pref_dist=gaussian`` is MORL-Baselines' ``random_weights(dist="gaussian")``: |x| / L1.
     Its first component against numpy samples of the reference's formula (two-sample KS); the
