@@ -8,9 +8,11 @@ Intrinsically-Motivated Reinforcement Learning") and HIRE's fusions, with PPO's 
     python experiments/intrinsic.py --tasks minigrid:MiniGrid-DoorKey-16x16-v0 --arms ppo --steps 3000000
                                          # Farama MiniGrid (RLeXplore's env) on the host loop
 
-Task: DoorKey-16x16 on XLand-MiniGrid (``xminigrid:MiniGrid-DoorKey-16x16``; how it differs
-from MiniGrid's is in ``rl/jaxenvs.py``: a [7, 7, 2] view that walls do not occlude, 6
-actions, the same reward and 2,560-step limit). Settings of RLeXplore's benchmark (rllte's
+Task: DoorKey-16x16 on XLand-MiniGrid (``xminigrid:MiniGrid-DoorKey-16x16``) through Farama
+MiniGrid's agent interface (``env_options.interface=minigrid``: the [7, 7, 3] occluded view of
+(object, colour, state) ids with the carried object shown, 7 actions; XLand's own [7, 7, 2]
+transparent view of larger ids, 6 actions, is in ``rl/jaxenvs.py``; the reward and the
+2,560-step limit are the same). Settings of RLeXplore's benchmark (rllte's
 ``reward`` branch at b0057b3, ``src/utils.py``, ``rllte/common/prototype/base_reward.py``):
 PPO with 256 envs x 32 steps, 4 epochs of minibatches of 2,048 (``--batch_size 2048``; the
 NeurIPS rebuttal's Table 3 says 1,024: the code wins), lr 2.5e-4 annealed, clip 0.1 (also the
@@ -114,11 +116,11 @@ RLEXPLORE_PPO = [
     "lr=0.00025", "anneal_lr=true", "adam_eps=1e-5", "clip_coef=0.1", "ent_coef=0.01", "gamma=0.99",
     "gae_lambda=0.95", "shaper.extrinsic.weight=100",
 ]  # fmt: skip
-# XLand-MiniGrid's DoorKey runs inside the jitted PPO; Farama MiniGrid's (the env RLeXplore
-# used) on the host loop, about 4x slower here: run it with --tasks to separate the
-# environment from the algorithm
+# XLand-MiniGrid's DoorKey runs inside the jitted PPO, seen and acted on through Farama
+# MiniGrid's interface (``interface=minigrid``: the env RLeXplore used, observed the same);
+# Farama MiniGrid itself runs on the host loop, about 4x slower here (``--tasks``)
 XLAND, FARAMA = "xminigrid:MiniGrid-DoorKey-16x16", "minigrid:MiniGrid-DoorKey-16x16-v0"
-TASKS = {XLAND: RLEXPLORE_PPO, FARAMA: RLEXPLORE_PPO}
+TASKS = {XLAND: [*RLEXPLORE_PPO, "env_options.interface=minigrid"], FARAMA: RLEXPLORE_PPO}
 BUDGETS = {
     "smoke": (2048, [0], {"eval_episodes": 1, "log_every": 1024}),
     "paper": (

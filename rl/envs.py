@@ -653,7 +653,8 @@ def make(env_id: str, num_envs: int = 1, seed: int = 0, **options) -> tuple[VecE
                 full_action_space, render
       mo:       max_episode_steps, render
       minigrid: obs ('image' | 'flat' | 'rgb'), max_episode_steps, render
-      xminigrid: max_episode_steps, view_size;  gymnax: max_episode_steps
+      xminigrid: max_episode_steps, view_size, interface ('xland' | 'minigrid');
+      gymnax:   max_episode_steps
     Sub-env i is seeded with ``seed + i`` at the first reset (JAX-native envs: the key
     ``PRNGKey(seed)``); action spaces with ``seed``.
     """

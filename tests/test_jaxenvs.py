@@ -76,10 +76,104 @@ def test_xminigrid_reward_on_reaching_the_goal_follows_minigrid():
 def test_bad_options_and_ids_fail_clearly():
     with pytest.raises(ValueError, match="unknown xminigrid option"):
         jaxenvs.make("xminigrid:MiniGrid-DoorKey-5x5", 1, obs="flat")
+    with pytest.raises(ValueError, match="unknown xminigrid interface 'farama'; interfaces: xland, minigrid"):
+        jaxenvs.make("xminigrid:MiniGrid-DoorKey-5x5", 1, interface="farama")
     with pytest.raises(ValueError, match="closest valid ids"):
         envs.parse_id("xminigrid:MiniGrid-DoorKey-9x9")
     with pytest.raises(ValueError, match="do not render"):
         envs.make("gymnax:CartPole-v1", 1, render=True)
+
+
+def _farama_image(fenv, grid, agent):
+    """Farama MiniGrid's own ``gen_obs`` on the same layout: the XLand grid rebuilt as a
+    ``minigrid.core.grid.Grid`` of its world objects, the agent placed and carrying the same."""
+    from minigrid.core.grid import Grid
+    from minigrid.core.world_object import Ball, Box, Door, Goal, Key, Wall
+    from xminigrid.core.constants import Colors, Tiles
+
+    names = {Colors.RED: "red", Colors.GREEN: "green", Colors.BLUE: "blue", Colors.PURPLE: "purple",
+             Colors.YELLOW: "yellow", Colors.GREY: "grey"}  # fmt: skip
+
+    def obj(tile, colour):
+        c = names.get(int(colour), "grey")
+        return {
+            Tiles.WALL: lambda: Wall(), Tiles.GOAL: lambda: Goal(), Tiles.KEY: lambda: Key(c),
+            Tiles.BALL: lambda: Ball(c), Tiles.SQUARE: lambda: Box(c),
+            Tiles.DOOR_LOCKED: lambda: Door(c, is_locked=True),
+            Tiles.DOOR_CLOSED: lambda: Door(c), Tiles.DOOR_OPEN: lambda: Door(c, is_open=True),
+        }.get(int(tile), lambda: None)()  # fmt: skip
+
+    grid = np.asarray(grid)
+    h, w = grid.shape[:2]
+    g = Grid(w, h)
+    for y in range(h):
+        for x in range(w):
+            g.set(x, y, obj(*grid[y, x]))
+    fenv.grid = g
+    y, x = (int(v) for v in agent.position)
+    fenv.agent_pos, fenv.agent_dir = (x, y), (int(agent.direction) - 1) % 4  # XLand: 0 up, 1 right
+    fenv.carrying = obj(*np.asarray(agent.pocket))
+    return fenv.gen_obs()["image"]
+
+
+@pytest.mark.parametrize("task", ["MiniGrid-DoorKey-5x5", "MiniGrid-DoorKey-16x16"])
+def test_minigrid_interface_sees_what_farama_minigrid_shows(task):
+    """``interface=minigrid``: the observation equals Farama MiniGrid's ``gen_obs`` image on the
+    same layout, cell for cell, along a random walk that picks up the key and opens the door
+    (occlusion by walls and closed doors, (object, colour, state) ids, the carried key on the
+    agent's cell, [x, y] indexing). Breaks if the view is the transparent one, the pocket is
+    not drawn, an id is off, or the axes are not swapped."""
+    import gymnasium as gym
+    import minigrid  # noqa: F401  (registers the MiniGrid ids)
+
+    fenv = gym.make("MiniGrid-DoorKey-5x5-v0").unwrapped
+    fenv.reset(seed=0)
+    env = jaxenvs.make(f"xminigrid:{task}", 1, interface="minigrid")
+    assert env.spec.obs_shape == (7, 7, 3) and env.spec.num_actions == 7
+    state, obs = env.reset(jax.random.PRNGKey(1))
+    step = jax.jit(env.step)
+    rng = np.random.default_rng(0)
+    carried = opened = occluded = 0
+    for t in range(300):
+        inner = state.inner.state
+        np.testing.assert_array_equal(
+            np.asarray(obs[0]), _farama_image(fenv, inner.grid[0], jax.tree.map(lambda a: a[0], inner.agent))
+        )
+        carried += int(inner.agent.pocket[0, 0]) != 0
+        opened += int((inner.grid[..., 0] == 10).any())  # Tiles.DOOR_OPEN
+        occluded += int((np.asarray(obs[0])[..., 0] == 0).any())
+        # the toggle/pick-up-heavy walk of a 5x5 room finds the key and the door
+        a = rng.choice(7, p=[0.15, 0.15, 0.3, 0.15, 0.05, 0.15, 0.05])
+        state, obs, *_ = step(state, jnp.array([a]), jax.random.PRNGKey(t))
+    assert occluded > 0
+    if task.endswith("5x5"):
+        assert carried > 0 and opened > 0
+
+
+def test_minigrid_interface_actions_follow_farama_and_done_only_counts_a_step():
+    """MiniGrid's action ids map onto XLand's (left, right, forward, ...), and ``done`` (6)
+    leaves the agent and grid as they were while the step counter advances."""
+    env = jaxenvs.make("xminigrid:MiniGrid-Empty-5x5", 1, interface="minigrid")
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    step = jax.jit(env.step)
+    before = state.inner.state
+    state, *_ = step(state, jnp.array([6]), jax.random.PRNGKey(1))
+    after = state.inner.state
+    assert int(after.step_num[0]) == int(before.step_num[0]) + 1
+    assert np.array_equal(after.agent.direction, before.agent.direction)
+    assert np.array_equal(after.agent.position, before.agent.position) and np.array_equal(
+        after.grid, before.grid
+    )
+    state, *_ = step(
+        state, jnp.array([0]), jax.random.PRNGKey(2)
+    )  # MiniGrid's left: XLand's counterclockwise
+    assert int(state.inner.state.agent.direction[0]) == (int(before.agent.direction[0]) - 1) % 4
+    # Empty-5x5 as in the XLand test above, in MiniGrid's ids: forward 2, right 1
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    for a in (2, 2, 1, 2, 2):
+        state, _, reward, terminated, _, _ = step(state, jnp.array([a]), jax.random.PRNGKey(3))
+    assert bool(terminated[0])
+    np.testing.assert_allclose(reward[0], 1 - 0.9 * 5 / 100, rtol=1e-6)
 
 
 # -- PPO's jitted path ----------------------------------------------------------------------
