@@ -96,14 +96,17 @@ def score(run_dir: Path, task: str) -> dict | None:
     ref = np.asarray(doc["ref_point"])
     hv, true_hv = mo.hypervolume(points, ref), mo.hypervolume(true, ref)
     found = mo.pareto_front(points)
-    hits = sum(bool(np.any(np.all(np.isclose(found, t, atol=1e-3), 1))) for t in true)
-    return {"hv": hv, "true_hv": true_hv, "gap": 1 - hv / true_hv, "hits": hits, "true_points": len(true),
+    hit = [bool(np.any(np.all(np.isclose(found, t, atol=1e-3), 1))) for t in true]
+    missed = [tuple(float(v) for v in t) for t, h in zip(true, hit) if not h]
+    return {"hv": hv, "true_hv": true_hv, "gap": 1 - hv / true_hv, "hits": sum(hit), "true_points": len(true),
+            "missed": missed, "seed": int(run_dir.name.rsplit("__s", 1)[1]),
             "cardinality": len(found), "eum": mo.expected_utility(found, doc["weights"]), "step": doc["step"]}  # fmt: skip
 
 
 def write_report(root: Path, out: Path, tasks, budget: str) -> Path:
     rows = ["| task | seeds | env steps | HV (ours, mean +- std) | HV (true front) | gap | true points found | cardinality |",
             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    missed = []
     for task in tasks:
         runs = sorted(root.glob(f"envelope__{task.replace(':', '-')}__s*"))
         scores = [s for s in (score(r, task) for r in runs) if s is not None]
@@ -117,6 +120,9 @@ def write_report(root: Path, out: Path, tasks, budget: str) -> Path:
             f"{scores[0]['true_hv']:.1f} | {np.mean([s['gap'] for s in scores]):.1%} | {hits} of "
             f"{scores[0]['true_points']} | {np.mean([s['cardinality'] for s in scores]):.1f} |"
         )
+        if scores[0]["true_points"] <= 12:  # small fronts: which true points each seed missed
+            missed += [f"- {task} seed {s['seed']}: " + (", ".join(f"({a:g}, {b:g})" for a, b in s["missed"]) or "none")
+                       for s in scores]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     md = out / "report.md"
     notes = (out / "notes.md").read_text().strip() + "\n\n" if (out / "notes.md").exists() else ""
@@ -126,7 +132,10 @@ def write_report(root: Path, out: Path, tasks, budget: str) -> Path:
         + f"Budget `{budget}`. Hypervolumes by `rl.rewards.multiobjective.hypervolume` on the greedy "
         "policies' returns for 100 equally spaced preferences (1,000 on Deep Sea Treasure; "
         "undiscounted; Minecart discounted at 0.98), against the environments' own `pareto_front`, "
-        "at each run's last evaluation. Gap: 1 - ours / true.\n\n" + "\n".join(rows) + "\n"
+        "at each run's last evaluation. Gap: 1 - ours / true.\n\n"
+        + "\n".join(rows)
+        + "\n"
+        + ("\nTrue points missed (treasure, -time):\n\n" + "\n".join(missed) + "\n" if missed else "")
     )
     return md
 

@@ -388,6 +388,10 @@ def test_the_envelope_experiment_scores_a_front_against_the_true_one(tmp_path):
     assert s1["hits"] == 9 and s1["hv"] == pytest.approx(401.8 - lost)
     md = envelope_dst.write_report(root, root, list(envelope_dst.TASKS), "paper").read_text()
     assert "| mo:deep-sea-treasure-v0 | 2 | 100 |" in md and "10/9 of 10" in md
+    assert (
+        "- mo:deep-sea-treasure-v0 seed 0: none" in md
+        and "- mo:deep-sea-treasure-v0 seed 1: (23.7, -19)" in md
+    )
     assert "| mo:minecart-v0 | 0 |" in md
 
 
