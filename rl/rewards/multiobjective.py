@@ -95,10 +95,31 @@ def simplex_grid(k: int, step: float) -> np.ndarray:
 
 def equally_spaced_weights(k: int, n: int, seed: int = 42) -> np.ndarray:
     """``n`` preferences spread over the simplex by pymoo's Riesz s-energy method: the weight
-    set MORL-Baselines evaluates EUM on (``morl_baselines/common/weights.py``)."""
+    set MORL-Baselines evaluates EUM on (``morl_baselines/common/weights.py``). Computed once
+    per (k, n, seed) and process (1,000 six-objective weights take minutes)."""
+    return _equally_spaced_weights(int(k), int(n), int(seed)).copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _equally_spaced_weights(k: int, n: int, seed: int) -> np.ndarray:
     from pymoo.util.ref_dirs import get_reference_directions
 
     return np.asarray(get_reference_directions("energy", k, n, seed=seed), np.float64)
+
+
+def linear_ceiling(front, weights, utility_front=None) -> np.ndarray:
+    """The points a policy that is exactly linear-optimal for each preference reaches: for
+    each weight the front point maximizing ``w . utility_front`` (the same points in the
+    objective the agent maximizes, e.g. discounted; default ``front`` itself), returned from
+    ``front``, deduplicated. Its hypervolume is the most a linear-utility method evaluated on
+    these weights can score: fewer weights than the front's supported points cap it below
+    the true front's."""
+    front = _points(front)
+    u = front if utility_front is None else _points(utility_front)
+    if u.shape != front.shape:
+        raise ValueError(f"utility_front {u.shape} must match front {front.shape}")
+    w = np.asarray(weights, np.float64)
+    return front[np.unique((w @ u.T).argmax(1))]
 
 
 def extrema_weights(k: int) -> np.ndarray:
