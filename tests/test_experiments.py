@@ -390,7 +390,7 @@ def test_the_envelope_experiment_scores_a_front_against_the_true_one(tmp_path):
     assert "| mo:deep-sea-treasure-v0 | 2 | 100 |" in md and "10/9 of 10" in md
     # every fake weight is (0.5, 0.5): one linear optimum by the discounted utility, (14, -7)
     # (undiscounted it would be (16.1, -9))
-    assert s0["ceiling_points"] == 1 and s0["ceiling_hv"] == pytest.approx(14 * (25 - 7))
+    assert s0["linear_opt_points"] == 1 and s0["linear_opt_hv"] == pytest.approx(14 * (25 - 7))
     assert (
         "- mo:deep-sea-treasure-v0 seed 0: none" in md
         and "- mo:deep-sea-treasure-v0 seed 1: (23.7, -19)" in md

@@ -107,19 +107,22 @@ def test_eum_sparsity_and_igd_on_small_fronts():
     assert mo.igd(known, known) == 0.0
 
 
-def test_linear_ceiling_keeps_each_weights_linear_optimum():
+def test_linear_optimal_front_keeps_each_weights_linear_optimum():
     """A concave-hull point no weight prefers is never reached; too few weights miss supported
     points; the utility front (discounted) picks, the points returned are the front's own."""
     front = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.6], [0.4, 0.4]])  # (0.4, 0.4) dominated
     w3 = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
-    np.testing.assert_array_equal(mo.linear_ceiling(front, w3), front[:3])
-    np.testing.assert_array_equal(mo.linear_ceiling(front, [[0.5, 0.5]]), [[0.6, 0.6]])
+    np.testing.assert_array_equal(mo.linear_optimal_front(front, w3), front[:3])
+    np.testing.assert_array_equal(mo.linear_optimal_front(front, [[0.5, 0.5]]), [[0.6, 0.6]])
     concave = np.array([[1.0, 0.0], [0.0, 1.0], [0.45, 0.45]])  # below the segment: never optimal
-    assert len(mo.linear_ceiling(concave, np.stack([np.linspace(0, 1, 101), np.linspace(1, 0, 101)], 1))) == 2
+    assert (
+        len(mo.linear_optimal_front(concave, np.stack([np.linspace(0, 1, 101), np.linspace(1, 0, 101)], 1)))
+        == 2
+    )
     utility = front * np.array([1.0, 0.1])  # the second objective discounted away: always the first
-    np.testing.assert_array_equal(mo.linear_ceiling(front, [[0.5, 0.5]], utility), [[1.0, 0.0]])
+    np.testing.assert_array_equal(mo.linear_optimal_front(front, [[0.5, 0.5]], utility), [[1.0, 0.0]])
     with pytest.raises(ValueError, match="must match"):
-        mo.linear_ceiling(front, w3, utility[:2])
+        mo.linear_optimal_front(front, w3, utility[:2])
 
 
 def test_scalarizations_match_numpy_on_jax_and_numpy_inputs():

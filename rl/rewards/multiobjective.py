@@ -107,13 +107,14 @@ def _equally_spaced_weights(k: int, n: int, seed: int) -> np.ndarray:
     return np.asarray(get_reference_directions("energy", k, n, seed=seed), np.float64)
 
 
-def linear_ceiling(front, weights, utility_front=None) -> np.ndarray:
+def linear_optimal_front(front, weights, utility_front=None) -> np.ndarray:
     """The points a policy that is exactly linear-optimal for each preference reaches: for
     each weight the front point maximizing ``w . utility_front`` (the same points in the
     objective the agent maximizes, e.g. discounted; default ``front`` itself), returned from
-    ``front``, deduplicated. Its hypervolume is the most a linear-utility method evaluated on
-    these weights can score: fewer weights than the front's supported points cap it below
-    the true front's."""
+    ``front``, deduplicated. With fewer weights than the front's supported points it misses
+    some: a perfect linear-utility agent evaluated on these weights scores this front's
+    hypervolume, not the true one's (an imperfect agent can score more, by choosing
+    different points)."""
     front = _points(front)
     u = front if utility_front is None else _points(utility_front)
     if u.shape != front.shape:
