@@ -133,34 +133,29 @@ def _xminigrid(name: str, options: dict):
         raise ValueError(f"unknown xminigrid interface '{interface}'; interfaces: {', '.join(INTERFACES)}")
     env, params = xminigrid.make(name, **params_kw)
     if interface == "xland":
-
-        def reset_one(key):
-            ts = env.reset(params, key)
-            return ts, ts.observation
-
-        def step_one(ts, action, key):  # xminigrid's step draws no randomness of its own
-            ts = env.step(params, ts, action)
-            terminated = ts.last() & (ts.discount == 0)  # the goal reached
-            return ts, ts.observation, ts.reward, terminated, ts.last() & ~terminated
-
-        num_actions = env.num_actions(params)
+        view, num_actions = (lambda ts: ts.observation), env.num_actions(params)
+        xland_step = functools.partial(env.step, params)
     else:
-        view = functools.partial(minigrid_view, size=params.view_size)
+        view, num_actions = (
+            (lambda ts: minigrid_view(ts.state.grid, ts.state.agent, params.view_size)),
+            len(MINIGRID_TO_XLAND),
+        )
 
-        def reset_one(key):
-            ts = env.reset(params, key)
-            return ts, view(ts.state.grid, ts.state.agent)
-
-        def step_one(ts, action, key):
-            stepped = env.step(params, ts, MINIGRID_TO_XLAND[action])
-            # MiniGrid's "done" (6) changes nothing but the step count: turn, then undo the turn
+        def xland_step(ts, action):
+            stepped = env.step(params, ts, jnp.asarray(MINIGRID_TO_XLAND)[action])
+            # MiniGrid's "done" changes nothing but the step count: turn, then undo the turn
             noop = stepped.replace(state=stepped.state.replace(agent=ts.state.agent))
-            ts = jax.tree.map(lambda a, b: jnp.where(action == 6, a, b), noop, stepped)
-            terminated = ts.last() & (ts.discount == 0)
-            obs = view(ts.state.grid, ts.state.agent)
-            return ts, obs, ts.reward, terminated, ts.last() & ~terminated
+            return jax.tree.map(lambda a, b: jnp.where(action == MINIGRID_DONE, a, b), noop, stepped)
 
-        num_actions = len(MINIGRID_TO_XLAND)
+    def reset_one(key):
+        ts = env.reset(params, key)
+        return ts, view(ts)
+
+    def step_one(ts, action, key):  # xminigrid's step draws no randomness of its own
+        ts = xland_step(ts, action)
+        terminated = ts.last() & (ts.discount == 0)  # the goal reached
+        return ts, view(ts), ts.reward, terminated, ts.last() & ~terminated
+
     obs = jax.eval_shape(lambda: reset_one(jax.random.PRNGKey(0))[1])
     space = gym.spaces.Box(0, 255, tuple(obs.shape), np.uint8)
     return reset_one, step_one, space, gym.spaces.Discrete(num_actions), int(params.max_steps)
@@ -171,10 +166,12 @@ INTERFACES = ("xland", "minigrid")
 # Farama MiniGrid's actions (left, right, forward, pick up, drop, toggle, done) as XLand-MiniGrid's
 # (0 forward, 1 right, 2 left, 3 pick up, 4 put down, 5 toggle); "done" is stepped as a turn
 # right and undone.
-MINIGRID_TO_XLAND = jnp.array([2, 1, 0, 3, 4, 5, 1], jnp.int32)
+MINIGRID_TO_XLAND = np.array([2, 1, 0, 3, 4, 5, 1], np.int32)
+MINIGRID_DONE = 6
 
 
-def _minigrid_codes():
+@functools.cache
+def _minigrid_codes() -> np.ndarray:
     """[tile, colour] -> MiniGrid's (object, colour, state) ids (``minigrid/core/constants.py``).
     Tiles MiniGrid lacks (pyramid, hex, star) and colours it lacks get ids past its own."""
     from xminigrid.core.constants import NUM_COLORS, NUM_TILES, Colors, Tiles
@@ -213,7 +210,7 @@ def _minigrid_codes():
             # MiniGrid encodes an empty cell as (empty, 0, 0) and an unseen one as (0, 0, 0)
             bare = t in (Tiles.EMPTY, Tiles.FLOOR)
             table[t, c] = (obj[t], 0 if bare else colour.get(c, 0), state.get(t, 0))
-    return jnp.asarray(table)
+    return table
 
 
 def minigrid_view(grid, agent, size: int):
@@ -225,7 +222,7 @@ def minigrid_view(grid, agent, size: int):
 
     fov = minigrid_field_of_view(grid, agent, size, size)  # [y, x, (tile, colour)], agent at the bottom
     fov = fov.at[size - 1, size // 2].set(agent.pocket)  # an empty pocket is (EMPTY, EMPTY) ...
-    ids = _minigrid_codes()[fov[..., 0], fov[..., 1]]
+    ids = jnp.asarray(_minigrid_codes())[fov[..., 0], fov[..., 1]]
     # ... which MiniGrid shows as an empty cell, not an unseen one
     ids = ids.at[size - 1, size // 2, 0].max(1)
     return jnp.swapaxes(ids, 0, 1)
