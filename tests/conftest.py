@@ -7,7 +7,12 @@ One persistent XLA compilation cache per test run, shared by both xdist workers 
 subprocesses: many tests build the same programs (a SAC update on the same shapes, a
 term's update) under new jit objects, and a cache hit replaces a compile of seconds by a
 file read. The cache starts empty on every run (no state carried between runs) and is
-removed when the run ends."""
+removed when the run ends.
+
+XLA's CPU backend compiles at LLVM optimization level 0 in the suite: the tests' programs are
+small and compiled once or a few times each, so compile time dominates their run time, and
+level 0 cuts it by about a quarter (a PPO run with four intrinsic terms: 43 s to 31 s). The
+programs' HLO and numerics checks are the same; only the machine code is less optimized."""
 
 import os
 import shutil
@@ -20,6 +25,8 @@ import jax
 import pytest
 
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # the controller (or a run without xdist)
