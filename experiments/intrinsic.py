@@ -30,11 +30,14 @@ hidden units, RND's target and predictor the encoder itself, RE3's and Disagreem
 embedding the encoder (Disagreement's members one hidden layer of 512). Inputs: RND standardizes
 its observations by running mean and std, clipped to 5, warmed up on 640 random steps per env
 (rllte's ``obs_rms`` with ``init_normalization(32, 20)``); NGU's RND the same with update
-proportion 0.1, as rllte builds it; the other terms see obs / 255 (rllte without ``obs_rms``;
-its one DoorKey launch script, ``doorkey_5.sh``, passes ``--obs_rms`` to every arm, which only
-RND and NGU's RND follow here). Departures left: NGU's life-long modulator is
-clip(1 + err / std(err), 1, 5) (rllte main; b0057b3 uses clip(1 + 0.25 err, 1, 5)) on the
-normalized product, not on the episodic part alone; the terms' heads (inverse and forward
+proportion 0.1, as rllte builds it; RE3's and Disagreement's random encoders the same
+(``obs_norm=rms warmup_steps=640``), as rllte's DoorKey-16x16 launch script ``doorkey_5.sh``
+passes ``--obs_rms`` to every arm: with obs / 255 (rllte's default without it) Disagreement's
+raw bonus fell from 8e-5 to 1e-9 within 160k steps (the members fit the near-constant tiny
+embeddings), so its std-normalized bonus was about 1e-5 for the rest of the run. Departures
+left: E3B's, ICM's and NGU's trained encoders see obs / 255, not standardized inputs; NGU's
+life-long modulator is clip(1 + err / std(err), 1, 5) (rllte main; b0057b3 uses clip(1 + 0.25
+err, 1, 5)) on the normalized product, not on the episodic part alone; the terms' heads (inverse and forward
 models) start from lecun normal, rllte's from orthogonal. The terms' MinigridEncoders start
 from torch's default init, as rllte's do. ``experiments/intrinsic/notes.md`` has the
 line-by-line comparison.
@@ -60,6 +63,9 @@ EXPERIMENT = "intrinsic"
 SINGLE = ["icm", "rnd", "ngu", "e3b", "re3", "disagreement"]
 FUSED = ["icm", "rnd", "ngu", "e3b"]
 BETA = "0.25"  # RLeXplore's intrinsic weight
+# rllte's --obs_rms: running mean / std of the module's inputs, clipped to 5, after 640 random
+# steps per env (init_normalization(32, 20))
+RMS = ("obs_norm=rms", "warmup_steps=640")
 
 
 def _streams(terms) -> tuple[str, ...]:
@@ -68,7 +74,7 @@ def _streams(terms) -> tuple[str, ...]:
         keys = (f"shaper.streams.{t}.torso=rlexplore", f"shaper.streams.{t}.features=512")
         return keys + ((f"shaper.streams.{t}.hidden=[512]",) if heads else ())
 
-    rms = ("obs_norm=rms", "warmup_steps=640", "torso=rlexplore", "features=512")
+    rms = (*RMS, "torso=rlexplore", "features=512")
     extra = {
         "icm": encoder("icm"),
         "rnd": tuple(f"shaper.streams.rnd.{k}" for k in rms),
@@ -78,8 +84,11 @@ def _streams(terms) -> tuple[str, ...]:
             *(f"shaper.streams.ngu.rnd.{k}" for k in (*rms, "update_proportion=0.1")),
         ),  # fmt: skip
         "e3b": encoder("e3b"),
-        "re3": encoder("re3", heads=False),
-        "disagreement": encoder("disagreement", heads=False),
+        "re3": (*encoder("re3", heads=False), *(f"shaper.streams.re3.{k}" for k in RMS)),
+        "disagreement": (
+            *encoder("disagreement", heads=False),
+            *(f"shaper.streams.disagreement.{k}" for k in RMS),
+        ),
     }
     return tuple(
         x

@@ -632,3 +632,37 @@ def test_a_terms_one_pass_step_equals_its_reward_then_update(make):
         np.testing.assert_allclose(reward_a, reward_b, rtol=1e-5, atol=1e-6)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["disagreement", "re3"])
+def test_obs_rms_standardizes_the_embedding_inputs_before_the_reward(name):
+    """rllte's ``obs_rms`` (``BaseReward.normalize``, ``rllte/common/prototype/base_reward.py``):
+    with ``obs_norm='rms'`` the Shaper's raw bonus equals the ``'none'`` term's (same params) on
+    numpy-standardized inputs, the rollout folded into the statistics before its reward,
+    (x - mean) / std clipped to +-5 (one outlier passes the clip). Mutations caught: the
+    statistics folded after the reward or never, the clip left out, the inputs left raw."""
+    cls = {"disagreement": Disagreement, "re3": RE3}[name]
+    kw = {"disagreement": {"features": 5, "hidden": (16,)}, "re3": {"k": 3, "features": 5, "hidden": (16,)}}[
+        name
+    ]
+    spec, _, data = rollout_batch(T=48, E=2)
+    data["obs"][5, 0, 0] = data["next_obs"][5, 0, 0] = 50.0  # about 9.7 std from the mean
+    seq = batch_lib.time_major_to_sequences(data)
+    shaper = Shaper((Stream(name, cls(obs_norm="rms", warmup_steps=7, **kw)),))
+    assert shaper.warmup_steps() == 7
+    state = shaper.init(jax.random.PRNGKey(0), spec)
+    _, rewards, _ = jax.jit(shaper.step)(state, seq, jax.random.PRNGKey(1), 100)
+    x = data["obs"].reshape(-1, 4).astype(np.float64)
+    n = len(x)  # RunningStats' prior: mean 0, var 1 at a count of 1e-4
+    mean = x.sum(0) / (n + 1e-4)
+    var = (1e-4 + n * x.var(0) + x.mean(0) ** 2 * 1e-4 * n / (n + 1e-4)) / (n + 1e-4)
+    std = {
+        k: np.clip((data[k] - mean) / np.sqrt(var + 1e-8), -5, 5).astype(np.float32)
+        for k in ("obs", "next_obs")
+    }
+    assert std["obs"][5, 0, 0] == 5.0
+    plain = cls(obs_norm="none", **kw)
+    expected = plain.reward(state.terms[name], batch_lib.time_major_to_sequences({**data, **std}))
+    np.testing.assert_allclose(rewards.raw[name], expected, rtol=1e-4, atol=1e-6)
+    raw = plain.reward(state.terms[name], seq)
+    assert not np.allclose(rewards.raw[name], raw, rtol=1e-2)

@@ -11,7 +11,10 @@ Reference implementation: RLeXplore (rllte ``rllte/xplore/reward/disagreement.py
 the unbiased variance over members, each member's loss the mean squared error over feature
 units, and training by minibatches of ``batch_size`` in which only member ``j mod K`` learns
 (round-robin: each sees about 1 / K of the data, which keeps them apart), after the batch's
-reward is computed.
+reward is computed. The embedding's inputs: images scaled to [0, 1] by default, or with
+``obs_norm='rms'`` standardized by running statistics (rllte's ``--obs_rms``, which its
+DoorKey-16x16 launch script ``doorkey_5.sh`` passes to every arm; ``rl.rewards.learned.ObsNorm``),
+first on ``warmup_steps`` random steps per env.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rl.nets import MLP, ensemble
 from rl.rewards.learned import (
     Embedding,
     LearnedState,
+    ObsNorm,
     action_input,
     masked_mean,
     minibatch_epochs,
@@ -56,11 +60,23 @@ class Disagreement:
     batch_size: int = 256
     epochs: int = 1
     torso: str = "default"  # "rlexplore" (grids): the random embedding is MinigridEncoder(features)
+    obs_norm: str = "none"  # none | rms: the embedding's inputs standardized (rllte's obs_rms)
+    obs_clip: float = 5.0
+    warmup_steps: int = 0  # random-action steps per env initializing the statistics (rllte: 640)
 
     reads = frozenset({"obs", "action", "next_obs"})
 
+    def __post_init__(self):
+        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
+
+    @property
+    def _obs(self) -> ObsNorm:
+        return ObsNorm(self.obs_norm, self.obs_clip)
+
     def _embedding(self, obs_shape):
-        return Embedding(tuple(obs_shape), (256,), self.features, torso=self.torso) if self.features else None
+        if not self.features:
+            return None
+        return Embedding(tuple(obs_shape), (256,), self.features, scale=not self._obs.on, torso=self.torso)
 
     def init(self, key, spec):
         k_embed, k_models = jax.random.split(key)
@@ -68,7 +84,11 @@ class Disagreement:
         obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
         embed = self._embedding(spec.obs_shape)
         # the embedding (never trained) and the minibatches trained so far (the round-robin's clock)
-        fixed = {"embed": embed.init(k_embed, obs)["params"] if embed else None, "steps": jnp.int32(0)}
+        fixed = {
+            "embed": embed.init(k_embed, obs)["params"] if embed else None,
+            "steps": jnp.int32(0),
+            "obs_stats": self._obs.init(spec),
+        }
         dim = self.features or math.prod(spec.obs_shape)
         x = jnp.zeros((1, dim + fields["action_dim"]), jnp.float32)
         params = Ensemble(tuple(self.hidden), dim, self.ensemble).init(k_models, x)["params"]
@@ -77,7 +97,8 @@ class Disagreement:
 
     def _predict(self, state, params, batch):
         """([K, N, D] predictions of phi(s'), [N, D] phi(s'))."""
-        obs, next_obs = batch.flat(batch.obs), batch.flat(batch.next_obs)
+        stats = state.fixed["obs_stats"]
+        obs, next_obs = (self._obs(stats, batch.flat(o)) for o in (batch.obs, batch.next_obs))
         embed = self._embedding(obs.shape[1:])
         if embed is None:
             phi, phi_next = obs.reshape(obs.shape[0], -1), next_obs.reshape(obs.shape[0], -1)
@@ -87,6 +108,11 @@ class Disagreement:
         x = jnp.concatenate([phi, action_input(state, batch.flat(batch.action))], -1)
         pred = Ensemble(tuple(self.hidden), phi.shape[-1], self.ensemble).apply({"params": params}, x)
         return pred, phi_next
+
+    def prepare(self, state, batch):
+        """The batch's observations folded into the input statistics before its reward."""
+        stats = self._obs.fold(state.fixed["obs_stats"], batch.flat(batch.obs), batch.flat(batch.mask))
+        return state.replace(fixed={**state.fixed, "obs_stats": stats})
 
     def reward(self, state, batch):
         pred, _ = self._predict(state, state.params, batch)
@@ -119,4 +145,4 @@ class Disagreement:
             state, batch, key, loss_fn, optax.adam(self.lr), self.batch_size, self.epochs, train=member_step
         )
         steps = start + self.epochs * -(-n // min(self.batch_size, n))
-        return new.replace(fixed={**state.fixed, "steps": steps}), metrics
+        return new.replace(fixed={**new.fixed, "steps": steps}), metrics

@@ -9,7 +9,10 @@ its k-th nearest neighbour among the batch's states: far from the others means r
   ``rllte/xplore/reward/re3.py``): k = 5 (the paper's 3), and on PPO's rollouts the
   neighbours of env e's state are env e's own recent embeddings: the rollout's other steps
   and the last ``memory`` steps before it (a per-env ring across rollouts, never reset at
-  episode ends). Replay batches and windows use the batch itself.
+  episode ends). Replay batches and windows use the batch itself. The encoder's inputs: images
+  scaled to [0, 1], or with ``obs_norm='rms'`` standardized by running statistics folded in
+  before the reward (rllte's ``--obs_rms``, passed to every arm of its DoorKey-16x16 script
+  ``doorkey_5.sh``; ``rl.rewards.learned.ObsNorm``), first on ``warmup_steps`` random steps.
 - ``StateEntropy`` (the unsupervised pre-training of PEBBLE, Lee et al. 2021, eq. 8, after APT,
   Liu & Abbeel 2021): distances between the states themselves (flattened), k = 5; the Shaper
   stream divides by the running std of the values (``normalize='std'``), as PEBBLE does.
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from rl.batch import Sequences
-from rl.rewards.learned import Embedding, knn_distance, smallest
+from rl.rewards.learned import Embedding, ObsNorm, knn_distance, smallest
 from rl.rewards.term import Fixed
 
 
@@ -35,11 +38,23 @@ class RE3:
     hidden: tuple[int, ...] = (256,)
     memory: int = 1000  # per-env embeddings kept across PPO's rollouts
     torso: str = "default"  # "rlexplore" (grids): the random encoder is MinigridEncoder(features)
+    obs_norm: str = "none"  # none | rms: the encoder's inputs standardized (rllte's obs_rms)
+    obs_clip: float = 5.0
+    warmup_steps: int = 0  # random-action steps per env initializing the statistics (rllte: 640)
 
     reads = frozenset({"obs"})
 
+    def __post_init__(self):
+        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
+
+    @property
+    def _obs(self) -> ObsNorm:
+        return ObsNorm(self.obs_norm, self.obs_clip)
+
     def encoder(self, obs_shape) -> Embedding:
-        return Embedding(tuple(obs_shape), tuple(self.hidden), self.features, torso=self.torso)
+        return Embedding(
+            tuple(obs_shape), tuple(self.hidden), self.features, scale=not self._obs.on, torso=self.torso
+        )
 
     def init(self, key, spec):
         obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
@@ -47,10 +62,18 @@ class RE3:
             "params": self.encoder(spec.obs_shape).init(key, obs)["params"],  # fixed: never trained
             "mem": jnp.zeros((spec.num_envs, self.memory, self.features), jnp.float32),
             "count": jnp.zeros((spec.num_envs,), jnp.int32),  # embeddings written so far
+            "obs_stats": self._obs.init(spec),
+        }
+
+    def prepare(self, state, batch):
+        """The batch's observations folded into the input statistics before its reward."""
+        return {
+            **state,
+            "obs_stats": self._obs.fold(state["obs_stats"], batch.flat(batch.obs), batch.flat(batch.mask)),
         }
 
     def _embed(self, state, batch):
-        obs = batch.flat(batch.obs)
+        obs = self._obs(state["obs_stats"], batch.flat(batch.obs))
         return self.encoder(obs.shape[1:]).apply({"params": state["params"]}, obs)
 
     def reward(self, state, batch):

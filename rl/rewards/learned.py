@@ -1,5 +1,6 @@
-"""What the learned and embedding-based reward terms share: an observation embedding, action
-inputs, one optimizer step, and k-nearest-neighbour distances.
+"""What the learned and embedding-based reward terms share: an observation embedding, the
+standardization of its inputs, action inputs, one optimizer step, and k-nearest-neighbour
+distances.
 
 Terms see ``Transitions`` [B] or ``Sequences`` [B, T] (``rl.batch``); they fold the leading
 axes into one (``batch.flat``), compute, and give back one value per sample (``batch.unflat``).
@@ -7,6 +8,7 @@ axes into one (``batch.flat``), compute, and give back one value per sample (``b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +18,43 @@ import jax.numpy as jnp
 import optax
 
 from rl.nets import MLP, MinigridEncoder, encoder_for
+from rl.rewards.stats import RunningStats
+
+OBS_NORMS = ("rms", "none")
+
+
+@dataclass(frozen=True)
+class ObsNorm:
+    """A reward module's input standardization: RLeXplore's ``obs_rms`` (rllte
+    ``BaseReward.normalize`` and ``compute`` in ``rllte/common/prototype/base_reward.py``, the
+    ``reward`` branch; RND's section 2.4): ``'rms'`` maps observations to (x - mean) / std by
+    running per-dimension statistics, clipped to [-clip, clip], the batch's observations folded
+    in before its reward (the term's ``prepare``) and, with the term's ``warmup_steps``, first
+    on random-action steps (rllte's ``init_normalization``); ``'none'`` leaves them to the
+    embedding, which scales images to [0, 1] (the reference's ``/ 255`` without ``obs_rms``)."""
+
+    kind: str = "none"
+    clip: float = 5.0
+
+    def __post_init__(self):
+        if self.kind not in OBS_NORMS:
+            raise ValueError(f"obs_norm={self.kind!r}; choices: {OBS_NORMS}")
+
+    @property
+    def on(self) -> bool:
+        return self.kind == "rms"
+
+    def init(self, spec) -> RunningStats:
+        return RunningStats.zeros(spec.obs_shape)  # kept (unused) under 'none': one state layout
+
+    def fold(self, stats: RunningStats, obs, mask) -> RunningStats:
+        """``obs`` [N, ...] where ``mask`` [N] folded into the statistics."""
+        return stats.merge_masked(obs.astype(jnp.float32), mask) if self.on else stats
+
+    def __call__(self, stats: RunningStats, obs):
+        if not self.on:
+            return obs
+        return jnp.clip(stats.normalize(obs.astype(jnp.float32)), -self.clip, self.clip)
 
 
 class Embedding(nn.Module):

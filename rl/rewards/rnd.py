@@ -30,10 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rl.rewards.learned import Embedding, LearnedState, minibatch_epochs, spec_fields
-from rl.rewards.stats import RunningStats
-
-OBS_NORMS = ("rms", "none")
+from rl.rewards.learned import Embedding, LearnedState, ObsNorm, minibatch_epochs, spec_fields
 
 
 @dataclass(frozen=True)
@@ -52,8 +49,11 @@ class RND:
     reads = frozenset({"obs", "next_obs"})
 
     def __post_init__(self):
-        if self.obs_norm not in OBS_NORMS:
-            raise ValueError(f"RND obs_norm={self.obs_norm!r}; choices: {OBS_NORMS}")
+        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
+
+    @property
+    def _obs(self) -> ObsNorm:
+        return ObsNorm(self.obs_norm, self.obs_clip)
 
     def nets(self, obs_shape):
         hidden, scale = tuple(self.hidden), self.obs_norm == "none"
@@ -70,28 +70,19 @@ class RND:
         params = predictor.init(k_pred, obs)["params"]
         fixed = {
             "target": target.init(k_target, obs)["params"],
-            "obs_stats": RunningStats.zeros(spec.obs_shape),
+            "obs_stats": self._obs.init(spec),
         }
         return LearnedState(params, optax.adam(self.lr).init(params), fixed, **spec_fields(spec))
 
-    def _normalized(self, state, obs):
-        x = obs.astype(jnp.float32)
-        if self.obs_norm == "none":
-            return x
-        return jnp.clip(state.fixed["obs_stats"].normalize(x), -self.obs_clip, self.obs_clip)
-
     def _errors(self, state, params, obs_flat):
-        x = self._normalized(state, obs_flat)
+        x = self._obs(state.fixed["obs_stats"], obs_flat).astype(jnp.float32)
         target, predictor = self.nets(x.shape[1:])
         y = jax.lax.stop_gradient(target.apply({"params": state.fixed["target"]}, x))
         return jnp.mean((predictor.apply({"params": params}, x) - y) ** 2, -1)
 
     def prepare(self, state, batch):
         """The batch's observations folded into the statistics before its reward."""
-        if self.obs_norm == "none":
-            return state
-        obs = batch.flat(batch.next_obs).astype(jnp.float32)
-        stats = state.fixed["obs_stats"].merge_masked(obs, batch.flat(batch.mask))
+        stats = self._obs.fold(state.fixed["obs_stats"], batch.flat(batch.next_obs), batch.flat(batch.mask))
         return state.replace(fixed={**state.fixed, "obs_stats": stats})
 
     def reward(self, state, batch):
