@@ -30,12 +30,12 @@ hidden units, RND's target and predictor the encoder itself, RE3's and Disagreem
 embedding the encoder (Disagreement's members one hidden layer of 512). Inputs: RND standardizes
 its observations by running mean and std, clipped to 5, warmed up on 640 random steps per env
 (rllte's ``obs_rms`` with ``init_normalization(32, 20)``); NGU's RND the same with update
-proportion 0.1, as rllte builds it; RE3's and Disagreement's random encoders the same
+proportion 0.1, as rllte builds it; ICM's, E3B's, RE3's and Disagreement's encoders the same
 (``obs_norm=rms warmup_steps=640``), as rllte's DoorKey-16x16 launch script ``doorkey_5.sh``
 passes ``--obs_rms`` to every arm: with obs / 255 (rllte's default without it) Disagreement's
 raw bonus fell from 8e-5 to 1e-9 within 160k steps (the members fit the near-constant tiny
 embeddings), so its std-normalized bonus was about 1e-5 for the rest of the run. Departures
-left: E3B's, ICM's and NGU's trained encoders see obs / 255, not standardized inputs; NGU's
+left: NGU's trained encoder sees obs / 255, not standardized inputs (its inner RND is); NGU's
 life-long modulator is clip(1 + err / std(err), 1, 5) (rllte main; b0057b3 uses clip(1 + 0.25
 err, 1, 5)) on the normalized product, not on the episodic part alone; the terms' heads (inverse and forward
 models) start from lecun normal, rllte's from orthogonal. The terms' MinigridEncoders start
@@ -76,14 +76,14 @@ def _streams(terms) -> tuple[str, ...]:
 
     rms = (*RMS, "torso=rlexplore", "features=512")
     extra = {
-        "icm": encoder("icm"),
+        "icm": (*encoder("icm"), *(f"shaper.streams.icm.{k}" for k in RMS)),
         "rnd": tuple(f"shaper.streams.rnd.{k}" for k in rms),
         "ngu": (
             *encoder("ngu"),
             "shaper.streams.ngu.memory=2560",
             *(f"shaper.streams.ngu.rnd.{k}" for k in (*rms, "update_proportion=0.1")),
         ),  # fmt: skip
-        "e3b": encoder("e3b"),
+        "e3b": (*encoder("e3b"), *(f"shaper.streams.e3b.{k}" for k in RMS)),
         "re3": (*encoder("re3", heads=False), *(f"shaper.streams.re3.{k}" for k in RMS)),
         "disagreement": (
             *encoder("disagreement", heads=False),

@@ -634,24 +634,25 @@ def test_a_terms_one_pass_step_equals_its_reward_then_update(make):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["disagreement", "re3"])
+@pytest.mark.parametrize("name", ["disagreement", "re3", "e3b", "icm"])
 def test_obs_rms_standardizes_the_embedding_inputs_before_the_reward(name):
-    """rllte's ``obs_rms`` (``BaseReward.normalize``, ``rllte/common/prototype/base_reward.py``):
+    """rllte's ``obs_rms`` (``BaseReward.normalize``, ``rllte/common/prototype/base_reward.py``)
+    on the terms whose embedding it feeds:
     with ``obs_norm='rms'`` the Shaper's raw bonus equals the ``'none'`` term's (same params) on
     numpy-standardized inputs, the rollout folded into the statistics before its reward,
     (x - mean) / std clipped to +-5 (one outlier passes the clip). Mutations caught: the
     statistics folded after the reward or never, the clip left out, the inputs left raw."""
-    cls = {"disagreement": Disagreement, "re3": RE3}[name]
-    kw = {"disagreement": {"features": 5, "hidden": (16,)}, "re3": {"k": 3, "features": 5, "hidden": (16,)}}[
-        name
-    ]
+    cls = {"disagreement": Disagreement, "re3": RE3, "e3b": E3B, "icm": ICM}[name]
+    kw = {"features": 5, "hidden": (16,), **({"k": 3} if name == "re3" else {})}
     spec, _, data = rollout_batch(T=48, E=2)
     data["obs"][5, 0, 0] = data["next_obs"][5, 0, 0] = 50.0  # about 9.7 std from the mean
     seq = batch_lib.time_major_to_sequences(data)
     shaper = Shaper((Stream(name, cls(obs_norm="rms", warmup_steps=7, **kw)),))
     assert shaper.warmup_steps() == 7
     state = shaper.init(jax.random.PRNGKey(0), spec)
-    _, rewards, _ = jax.jit(shaper.step)(state, seq, jax.random.PRNGKey(1), 100)
+    new, rewards, _ = jax.jit(shaper.step)(state, seq, jax.random.PRNGKey(1), 100)
+    kept = new.terms[name]["obs_stats"] if name == "re3" else new.terms[name].fixed["obs_stats"]
+    assert float(kept.count) == pytest.approx(96, rel=1e-4)  # the update carries them on
     x = data["obs"].reshape(-1, 4).astype(np.float64)
     n = len(x)  # RunningStats' prior: mean 0, var 1 at a count of 1e-4
     mean = x.sum(0) / (n + 1e-4)

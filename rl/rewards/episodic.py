@@ -10,7 +10,9 @@ encoder trains on each batch after its reward, ``epochs`` passes of minibatches 
   episode's earlier steps, phi_t the embedding of s_t; C^{-1} is kept by Sherman-Morrison
   updates and reset at episode starts. Reference: facebookresearch/e3b
   (``minihack/torchbeast/src/utils.py``, ``act``): an episode's first step gets 0 (its
-  embedding still enters C), not the ||phi||^2 / lambda of a fresh ellipse.
+  embedding still enters C), not the ||phi||^2 / lambda of a fresh ellipse. Its encoder's
+  inputs: images scaled to [0, 1], or with ``obs_norm='rms'`` standardized by running
+  statistics (rllte's ``--obs_rms``; ``rl.rewards.learned.ObsNorm``).
 - ``NGU`` (Badia et al. 2020, "Never Give Up", section 2 and appendix A): the episodic bonus
   r = 1 / (sqrt(sum_{k-NN} K(phi_t, phi_j)) + c) over the k nearest embeddings of the
   episode's earlier steps, K(x, y) = eps / (max(d^2(x, y) / d_m^2 - xi, 0) + eps), d_m^2 the
@@ -43,6 +45,7 @@ from rl.batch import Sequences
 from rl.rewards.learned import (
     InverseDynamics,
     LearnedState,
+    ObsNorm,
     action_input,
     masked_mean,
     minibatch_epochs,
@@ -66,8 +69,17 @@ class _InverseDynamicsTerm:
 
     reads = frozenset({"obs", "action", "next_obs", "terminated", "truncated"})
 
+    @property
+    def _obs(self) -> ObsNorm:  # the encoder's input standardization: E3B's option, NGU's none
+        return ObsNorm()
+
+    def _inputs(self, state, x):
+        return self._obs(state.fixed["obs_stats"], x) if self._obs.on else x
+
     def net(self, obs_shape, action_dim: int) -> InverseDynamics:
-        return InverseDynamics(tuple(obs_shape), tuple(self.hidden), self.features, action_dim, self.torso)
+        return InverseDynamics(
+            tuple(obs_shape), tuple(self.hidden), self.features, action_dim, self.torso, not self._obs.on
+        )
 
     def _init_params(self, key, spec):
         obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
@@ -76,10 +88,13 @@ class _InverseDynamicsTerm:
 
     def embed(self, state, obs_flat):
         net = self.net(obs_flat.shape[1:], state.action_dim)
-        return net.apply({"params": state.params}, obs_flat, method=InverseDynamics.embed)
+        return net.apply(
+            {"params": state.params}, self._inputs(state, obs_flat), method=InverseDynamics.embed
+        )
 
     def inverse_loss(self, state, params, batch):
         obs, next_obs, action = (batch.flat(x) for x in (batch.obs, batch.next_obs, batch.action))
+        obs, next_obs = self._inputs(state, obs), self._inputs(state, next_obs)
         logits = self.net(obs.shape[1:], state.action_dim).apply({"params": params}, obs, next_obs)[2]
         if state.discrete:
             return masked_mean(
@@ -103,6 +118,16 @@ class _InverseDynamicsTerm:
 @dataclass(frozen=True)
 class E3B(_InverseDynamicsTerm):
     ridge: float = 0.1  # lambda: C_0 = lambda I
+    obs_norm: str = "none"  # none | rms: the encoder's inputs standardized (rllte's obs_rms)
+    obs_clip: float = 5.0
+    warmup_steps: int = 0  # random-action steps per env initializing the statistics (rllte: 640)
+
+    def __post_init__(self):
+        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
+
+    @property
+    def _obs(self) -> ObsNorm:
+        return ObsNorm(self.obs_norm, self.obs_clip)
 
     def init(self, key, spec):
         params, opt = self._init_params(key, spec)
@@ -110,8 +135,14 @@ class E3B(_InverseDynamicsTerm):
         fixed = {
             "c_inv": jnp.broadcast_to(self.fresh(), (E, self.features, self.features)),
             "first": jnp.ones((E,), bool),  # the next rollout's first step starts an episode
+            "obs_stats": self._obs.init(spec),
         }
         return LearnedState(params, opt, fixed, **spec_fields(spec))
+
+    def prepare(self, state, batch):
+        """The batch's observations folded into the input statistics before its reward."""
+        stats = self._obs.fold(state.fixed["obs_stats"], batch.flat(batch.obs), batch.flat(batch.mask))
+        return state.replace(fixed={**state.fixed, "obs_stats": stats})
 
     def fresh(self):
         return jnp.eye(self.features) / self.ridge
@@ -154,7 +185,7 @@ class E3B(_InverseDynamicsTerm):
         bonus, c_inv = self._scan(state, batch)
         fixed = state.fixed
         if batch.rollout:  # carry each env's ellipse on; reset at the next rollout's first step
-            fixed = {"c_inv": c_inv, "first": (batch.terminated | batch.truncated)[:, -1]}
+            fixed = {**fixed, "c_inv": c_inv, "first": (batch.terminated | batch.truncated)[:, -1]}
         return bonus, *self._train(state.replace(fixed=fixed), batch, key)
 
 

@@ -14,6 +14,8 @@ paper's eta / 2 * ||.||^2 is 2 / features times that, a constant the stream's no
 removes), L_I + L_F unweighted (``beta = 0.5``: the same Adam steps), phi(s') not detached, and
 the module trains on each batch it sees for ``epochs`` passes of minibatches of
 ``batch_size`` (1 x 256, Adam 1e-3), after the batch's reward is computed (the Shaper's order).
+The encoder's inputs: images scaled to [0, 1], or with ``obs_norm='rms'`` standardized by
+running statistics (rllte's ``--obs_rms``; ``rl.rewards.learned.ObsNorm``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rl.nets import MLP
 from rl.rewards.learned import (
     InverseDynamics,
     LearnedState,
+    ObsNorm,
     action_input,
     masked_mean,
     minibatch_epochs,
@@ -41,10 +44,11 @@ class ICMNets(nn.Module):
     features: int
     action_dim: int
     torso: str = "default"
+    scale: bool = True
 
     def setup(self):
         self.dynamics = InverseDynamics(
-            self.obs_shape, self.hidden, self.features, self.action_dim, self.torso
+            self.obs_shape, self.hidden, self.features, self.action_dim, self.torso, self.scale
         )
         self.forward_model = MLP(self.hidden, self.features, nn.relu)
 
@@ -64,21 +68,40 @@ class ICM:
     batch_size: int = 256  # minibatch of the module's training (the reference's DataLoader)
     epochs: int = 1  # passes over each batch
     torso: str = "default"  # "rlexplore" (grids): RLeXplore's MinigridEncoder(features) is phi
+    obs_norm: str = "none"  # none | rms: the encoder's inputs standardized (rllte's obs_rms)
+    obs_clip: float = 5.0
+    warmup_steps: int = 0  # random-action steps per env initializing the statistics (rllte: 640)
 
     reads = frozenset({"obs", "action", "next_obs"})
 
+    def __post_init__(self):
+        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
+
+    @property
+    def _obs(self) -> ObsNorm:
+        return ObsNorm(self.obs_norm, self.obs_clip)
+
     def net(self, obs_shape, action_dim: int) -> ICMNets:
-        return ICMNets(tuple(obs_shape), tuple(self.hidden), self.features, action_dim, self.torso)
+        return ICMNets(
+            tuple(obs_shape), tuple(self.hidden), self.features, action_dim, self.torso, not self._obs.on
+        )
 
     def init(self, key, spec):
         fields = spec_fields(spec)
         obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
         act = jnp.zeros((1, fields["action_dim"]), jnp.float32)
         params = self.net(spec.obs_shape, fields["action_dim"]).init(key, obs, obs, act)["params"]
-        return LearnedState(params, optax.adam(self.lr).init(params), **fields)
+        fixed = {"obs_stats": self._obs.init(spec)}
+        return LearnedState(params, optax.adam(self.lr).init(params), fixed, **fields)
+
+    def prepare(self, state, batch):
+        """The batch's observations folded into the input statistics before its reward."""
+        stats = self._obs.fold(state.fixed["obs_stats"], batch.flat(batch.obs), batch.flat(batch.mask))
+        return state.replace(fixed={**state.fixed, "obs_stats": stats})
 
     def _apply(self, state, params, batch):
-        obs, next_obs = batch.flat(batch.obs), batch.flat(batch.next_obs)
+        stats = state.fixed["obs_stats"]
+        obs, next_obs = (self._obs(stats, batch.flat(o)) for o in (batch.obs, batch.next_obs))
         net = self.net(obs.shape[1:], state.action_dim)
         return net.apply({"params": params}, obs, next_obs, action_input(state, batch.flat(batch.action)))
 

@@ -85,9 +85,12 @@ class InverseDynamics(nn.Module):
     features: int
     action_dim: int
     torso: str = "default"
+    scale: bool = True  # images / 255 (False when the term standardizes its inputs: ObsNorm)
 
     def setup(self):
-        self.encoder = Embedding(self.obs_shape, self.hidden, self.features, torso=self.torso)
+        self.encoder = Embedding(
+            self.obs_shape, self.hidden, self.features, scale=self.scale, torso=self.torso
+        )
         self.inverse = MLP(self.hidden, self.action_dim, nn.relu)
 
     def __call__(self, obs, next_obs):
