@@ -31,7 +31,7 @@ from rl.nets import MLP, ensemble
 from rl.rewards.learned import (
     Embedding,
     LearnedState,
-    ObsNorm,
+    ObsNormed,
     action_input,
     masked_mean,
     minibatch_epochs,
@@ -52,7 +52,7 @@ class Ensemble(nn.Module):
 
 
 @dataclass(frozen=True)
-class Disagreement:
+class Disagreement(ObsNormed):
     ensemble: int = 4  # K
     features: int = 64  # random embedding size (0: raw flat observations)
     hidden: tuple[int, ...] = (256, 256)
@@ -65,13 +65,6 @@ class Disagreement:
     warmup_steps: int = 0  # random-action steps per env initializing the statistics (rllte: 640)
 
     reads = frozenset({"obs", "action", "next_obs"})
-
-    def __post_init__(self):
-        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
-
-    @property
-    def _obs(self) -> ObsNorm:
-        return ObsNorm(self.obs_norm, self.obs_clip)
 
     def _embedding(self, obs_shape):
         if not self.features:
@@ -108,11 +101,6 @@ class Disagreement:
         x = jnp.concatenate([phi, action_input(state, batch.flat(batch.action))], -1)
         pred = Ensemble(tuple(self.hidden), phi.shape[-1], self.ensemble).apply({"params": params}, x)
         return pred, phi_next
-
-    def prepare(self, state, batch):
-        """The batch's observations folded into the input statistics before its reward."""
-        stats = self._obs.fold(state.fixed["obs_stats"], batch.flat(batch.obs), batch.flat(batch.mask))
-        return state.replace(fixed={**state.fixed, "obs_stats": stats})
 
     def reward(self, state, batch):
         pred, _ = self._predict(state, state.params, batch)

@@ -46,6 +46,7 @@ from rl.rewards.learned import (
     InverseDynamics,
     LearnedState,
     ObsNorm,
+    ObsNormed,
     action_input,
     masked_mean,
     minibatch_epochs,
@@ -116,18 +117,11 @@ class _InverseDynamicsTerm:
 
 
 @dataclass(frozen=True)
-class E3B(_InverseDynamicsTerm):
+class E3B(ObsNormed, _InverseDynamicsTerm):
     ridge: float = 0.1  # lambda: C_0 = lambda I
     obs_norm: str = "none"  # none | rms: the encoder's inputs standardized (rllte's obs_rms)
     obs_clip: float = 5.0
     warmup_steps: int = 0  # random-action steps per env initializing the statistics (rllte: 640)
-
-    def __post_init__(self):
-        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
-
-    @property
-    def _obs(self) -> ObsNorm:
-        return ObsNorm(self.obs_norm, self.obs_clip)
 
     def init(self, key, spec):
         params, opt = self._init_params(key, spec)
@@ -138,11 +132,6 @@ class E3B(_InverseDynamicsTerm):
             "obs_stats": self._obs.init(spec),
         }
         return LearnedState(params, opt, fixed, **spec_fields(spec))
-
-    def prepare(self, state, batch):
-        """The batch's observations folded into the input statistics before its reward."""
-        stats = self._obs.fold(state.fixed["obs_stats"], batch.flat(batch.obs), batch.flat(batch.mask))
-        return state.replace(fixed={**state.fixed, "obs_stats": stats})
 
     def fresh(self):
         return jnp.eye(self.features) / self.ridge

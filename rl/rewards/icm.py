@@ -30,7 +30,7 @@ from rl.nets import MLP
 from rl.rewards.learned import (
     InverseDynamics,
     LearnedState,
-    ObsNorm,
+    ObsNormed,
     action_input,
     masked_mean,
     minibatch_epochs,
@@ -59,7 +59,7 @@ class ICMNets(nn.Module):
 
 
 @dataclass(frozen=True)
-class ICM:
+class ICM(ObsNormed):
     eta: float = 1.0  # reward scale of eq. 6 (the stream weight scales it further)
     beta: float = 0.5  # forward vs inverse loss (eq. 7; the paper's 0.2, the reference's unweighted sum)
     features: int = 128  # dimension of phi
@@ -74,13 +74,6 @@ class ICM:
 
     reads = frozenset({"obs", "action", "next_obs"})
 
-    def __post_init__(self):
-        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
-
-    @property
-    def _obs(self) -> ObsNorm:
-        return ObsNorm(self.obs_norm, self.obs_clip)
-
     def net(self, obs_shape, action_dim: int) -> ICMNets:
         return ICMNets(
             tuple(obs_shape), tuple(self.hidden), self.features, action_dim, self.torso, not self._obs.on
@@ -93,11 +86,6 @@ class ICM:
         params = self.net(spec.obs_shape, fields["action_dim"]).init(key, obs, obs, act)["params"]
         fixed = {"obs_stats": self._obs.init(spec)}
         return LearnedState(params, optax.adam(self.lr).init(params), fixed, **fields)
-
-    def prepare(self, state, batch):
-        """The batch's observations folded into the input statistics before its reward."""
-        stats = self._obs.fold(state.fixed["obs_stats"], batch.flat(batch.obs), batch.flat(batch.mask))
-        return state.replace(fixed={**state.fixed, "obs_stats": stats})
 
     def _apply(self, state, params, batch):
         stats = state.fixed["obs_stats"]

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from rl.batch import Sequences
-from rl.rewards.learned import Embedding, ObsNorm, knn_distance, smallest
+from rl.rewards.learned import Embedding, ObsNormed, knn_distance, smallest
 from rl.rewards.term import Fixed
 
 
 @dataclass(frozen=True)
-class RE3:
+class RE3(ObsNormed):
     k: int = 5
     features: int = 128  # random encoder output
     hidden: tuple[int, ...] = (256,)
@@ -43,13 +43,6 @@ class RE3:
     warmup_steps: int = 0  # random-action steps per env initializing the statistics (rllte: 640)
 
     reads = frozenset({"obs"})
-
-    def __post_init__(self):
-        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
-
-    @property
-    def _obs(self) -> ObsNorm:
-        return ObsNorm(self.obs_norm, self.obs_clip)
 
     def encoder(self, obs_shape) -> Embedding:
         return Embedding(

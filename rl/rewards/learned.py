@@ -57,6 +57,24 @@ class ObsNorm:
         return jnp.clip(stats.normalize(obs.astype(jnp.float32)), -self.clip, self.clip)
 
 
+class ObsNormed:
+    """For a term with ``obs_norm`` and ``obs_clip`` fields (and ``warmup_steps``, which the
+    Shaper's warm-up reads): checks them, gives their :class:`ObsNorm`, and folds a batch's
+    observations into ``state.fixed['obs_stats']`` before its reward (``prepare``)."""
+
+    def __post_init__(self):
+        ObsNorm(self.obs_norm, self.obs_clip)  # a bad choice fails here
+
+    @property
+    def _obs(self) -> ObsNorm:
+        return ObsNorm(self.obs_norm, self.obs_clip)
+
+    def prepare(self, state, batch):
+        """The batch's observations folded into the input statistics before its reward."""
+        stats = self._obs.fold(state.fixed["obs_stats"], batch.flat(batch.obs), batch.flat(batch.mask))
+        return state.replace(fixed={**state.fixed, "obs_stats": stats})
+
+
 class Embedding(nn.Module):
     """obs -> features: the shared encoder for the observation (Nature CNN, GridCNN or none)
     followed by an MLP of ``hidden`` and a linear layer of ``features`` units."""
