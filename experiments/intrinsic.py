@@ -34,8 +34,9 @@ proportion 0.1, as rllte builds it; ICM's, E3B's, RE3's and Disagreement's encod
 (``obs_norm=rms warmup_steps=640``), as rllte's DoorKey-16x16 launch script ``doorkey_5.sh``
 passes ``--obs_rms`` to every arm: with obs / 255 (rllte's default without it) Disagreement's
 raw bonus fell from 8e-5 to 1e-9 within 160k steps (the members fit the near-constant tiny
-embeddings), so its std-normalized bonus was about 1e-5 for the rest of the run. Departures
-left: NGU's trained encoder sees obs / 255, not standardized inputs (its inner RND is); NGU's
+embeddings), so its std-normalized bonus was about 1e-5 for the rest of the run; NGU's
+trained encoder the same (``obs_norm=rms``, warmed up with its RND: rllte's NGU builds its
+pseudo-counts module with ``obs_rms=True``). Departures left: NGU's
 life-long modulator is clip(1 + err / std(err), 1, 5) (rllte main; b0057b3 uses clip(1 + 0.25
 err, 1, 5)) on the normalized product, not on the episodic part alone; the terms' heads (inverse and forward
 models) start from lecun normal, rllte's from orthogonal. The terms' MinigridEncoders start
@@ -81,6 +82,7 @@ def _streams(terms) -> tuple[str, ...]:
         "ngu": (
             *encoder("ngu"),
             "shaper.streams.ngu.memory=2560",
+            "shaper.streams.ngu.obs_norm=rms",  # rllte's NGU builds its pseudo-counts with obs_rms
             *(f"shaper.streams.ngu.rnd.{k}" for k in (*rms, "update_proportion=0.1")),
         ),  # fmt: skip
         "e3b": (*encoder("e3b"), *(f"shaper.streams.e3b.{k}" for k in RMS)),

@@ -212,6 +212,9 @@ def test_envelope_learns_most_of_deep_sea_treasures_front(tmp_path):
     assert hits >= 3, found
     assert len(doc["weights"]) == 50 and (run / "front.png").stat().st_size > 0
     assert doc["metrics"]["eval/cardinality"] == summary["eval/cardinality"]
+    history = sorted((run / "fronts").glob("step_*.json"))  # every evaluation's front kept
+    assert history[-1].name == "step_000000002000.json"
+    assert history[-1].read_text() == (run / "front.json").read_text()
 
 
 def test_bad_input_fails_before_a_run_exists(tmp_path):

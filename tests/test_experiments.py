@@ -250,6 +250,8 @@ def test_the_intrinsic_experiment_arms_build_rlexplores_settings():
             assert (rnd.obs_norm, rnd.warmup_steps, rnd.torso) == ("rms", 640, "rlexplore")
             assert shaper.warmup_steps() == 640
             assert rnd.update_proportion == (1.0 if name == "rnd" else 0.1)
+        if name == "ngu":  # and its inverse-dynamics encoder (rllte's pseudo-counts: obs_rms=True)
+            assert shaper.streams[1].term.obs_norm == "rms"
         if name in ("re3", "disagreement", "e3b", "icm"):  # doorkey_5.sh passes --obs_rms to every arm
             assert (shaper.streams[1].term.obs_norm, shaper.warmup_steps()) == ("rms", 640)
     assert set(intrinsic.PUBLISHED) <= set(intrinsic.ARMS)

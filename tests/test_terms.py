@@ -353,13 +353,14 @@ def stream_rewards(term, state, obs, dones, T):
     held at its initial parameters (so a reference can use one embedding)."""
     params, got = state.params, []
     E = obs.shape[1]
+    reward, update = jax.jit(term.reward), jax.jit(term.update)  # one compile for all rollouts
     for r in range(obs.shape[0] // T):
         sl = slice(r * T, (r + 1) * T)
         data = {"obs": obs[sl], "next_obs": obs[sl] + 0.1, "action": np.zeros((T, E), np.int32),
                 "reward": np.zeros((T, E), np.float32), "terminated": dones[sl], "truncated": np.zeros((T, E), bool)}  # fmt: skip
         batch = batch_lib.time_major_to_sequences(data)
-        got.append(np.asarray(term.reward(state, batch)).T)
-        state = term.update(state, batch, jax.random.PRNGKey(r))[0].replace(params=params)
+        got.append(np.asarray(reward(state, batch)).T)
+        state = update(state, batch, jax.random.PRNGKey(r))[0].replace(params=params)
     return np.concatenate(got)
 
 
@@ -478,17 +479,18 @@ def test_ngu_episodic_count_matches_the_reference_across_rollouts():
         kernel = term.kernel_eps / (np.maximum(d2 / mean - term.cluster, 0.0) + term.kernel_eps)
         s = np.sqrt(kernel.sum()) + term.c
         expected[i] = 0.0 if s > term.max_similarity else 1.0 / s
-    np.testing.assert_allclose(term.reward(s_t, trans), expected, rtol=3e-3, atol=1e-4)
+    np.testing.assert_allclose(jax.jit(term.reward)(s_t, trans), expected, rtol=3e-3, atol=1e-4)
     # the life-long modulator: alpha = clip(1 + err / std(err), 1, L) of the RND error
     lifelong = NGU(features=5, hidden=(16,), k=3, lifelong=True, rnd=RND(features=4, hidden=(8,)))
     _, batch, _ = rollout_batch()
     s = lifelong.init(jax.random.PRNGKey(0), spec)
-    s = lifelong.update(s, batch, jax.random.PRNGKey(1))[0]
-    episodic = NGU(features=5, hidden=(16,), k=3, lifelong=False).reward(s, batch)
-    err = np.asarray(lifelong.rnd.reward(s.fixed["rnd"], batch)).reshape(-1)
+    s = jax.jit(lifelong.update)(s, batch, jax.random.PRNGKey(1))[0]  # jitted: one compile, not op by op
+    episodic = jax.jit(NGU(features=5, hidden=(16,), k=3, lifelong=False).reward)(s, batch)
+    err = np.asarray(jax.jit(lifelong.rnd.reward)(s.fixed["rnd"], batch)).reshape(-1)
     stats = s.fixed["err"].merge_masked(jnp.asarray(err), jnp.ones(err.shape, bool))
     alpha = np.clip(1 + err / np.sqrt(float(stats.var) + 1e-8), 1, 5).reshape(episodic.shape)
-    np.testing.assert_allclose(lifelong.reward(s, batch), np.asarray(episodic) * alpha, rtol=3e-3, atol=1e-5)
+    got = jax.jit(lifelong.reward)(s, batch)
+    np.testing.assert_allclose(got, np.asarray(episodic) * alpha, rtol=3e-3, atol=1e-5)
 
 
 def test_every_built_in_term_on_sequences_from_the_replay():
@@ -634,7 +636,7 @@ def test_a_terms_one_pass_step_equals_its_reward_then_update(make):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["disagreement", "re3", "e3b", "icm"])
+@pytest.mark.parametrize("name", ["disagreement", "re3", "e3b", "icm", "ngu"])
 def test_obs_rms_standardizes_the_embedding_inputs_before_the_reward(name):
     """rllte's ``obs_rms`` (``BaseReward.normalize``, ``rllte/common/prototype/base_reward.py``)
     on the terms whose embedding it feeds:
@@ -642,13 +644,16 @@ def test_obs_rms_standardizes_the_embedding_inputs_before_the_reward(name):
     numpy-standardized inputs, the rollout folded into the statistics before its reward,
     (x - mean) / std clipped to +-5 (one outlier passes the clip). Mutations caught: the
     statistics folded after the reward or never, the clip left out, the inputs left raw."""
-    cls = {"disagreement": Disagreement, "re3": RE3, "e3b": E3B, "icm": ICM}[name]
-    kw = {"features": 5, "hidden": (16,), **({"k": 3} if name == "re3" else {})}
+    cls = {"disagreement": Disagreement, "re3": RE3, "e3b": E3B, "icm": ICM, "ngu": NGU}[name]
+    kw = {"features": 5, "hidden": (16,), **({"k": 3} if name in ("re3", "ngu") else {})}
+    if name == "ngu":  # the episodic count alone (its RND standardizes its own inputs)
+        kw["lifelong"] = False
     spec, _, data = rollout_batch(T=48, E=2)
     data["obs"][5, 0, 0] = data["next_obs"][5, 0, 0] = 50.0  # about 9.7 std from the mean
     seq = batch_lib.time_major_to_sequences(data)
-    shaper = Shaper((Stream(name, cls(obs_norm="rms", warmup_steps=7, **kw)),))
-    assert shaper.warmup_steps() == 7
+    warmup = {} if name == "ngu" else {"warmup_steps": 7}  # NGU's: its RND's
+    shaper = Shaper((Stream(name, cls(obs_norm="rms", **warmup, **kw)),))
+    assert shaper.warmup_steps() == (0 if name == "ngu" else 7)
     state = shaper.init(jax.random.PRNGKey(0), spec)
     new, rewards, _ = jax.jit(shaper.step)(state, seq, jax.random.PRNGKey(1), 100)
     kept = new.terms[name]["obs_stats"] if name == "re3" else new.terms[name].fixed["obs_stats"]

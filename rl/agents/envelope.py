@@ -37,12 +37,15 @@ Evaluation is a front: the greedy policy for each of ``eval_weights`` preference
 undiscounted and discounted with ``gamma``; the points' Pareto front, hypervolume at
 ``ref_point``, EUM over the same preferences, sparsity and cardinality, and with the env's
 known front its IGD. ``front.json`` (and for 2 or 3 objectives ``front.png``) is written into
-the run directory at each evaluation.
+the run directory at each evaluation, and a copy kept as ``fronts/step_<step>.json``: a
+conditioned Q network's front can gain and lose points between evaluations, and the history
+shows when.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -399,7 +402,9 @@ def train(cfg: Config, run: Run | None = None, resume=None, shaper: Shaper | Non
 
     def evaluate_and_write():
         out, front = evaluate_front(cfg, state, ref)
-        mo.write_front(run.dir / "front.json", **front, step=step, env=cfg.env, ref_point=list(ref))
+        path = mo.write_front(run.dir / "front.json", **front, step=step, env=cfg.env, ref_point=list(ref))
+        (run.dir / "fronts").mkdir(exist_ok=True)
+        shutil.copyfile(path, run.dir / "fronts" / f"step_{step:012d}.json")
         if spec.reward_dim in (2, 3):  # a plot for 2 or 3 objectives; the file holds any number
             title = f"{cfg.env} at {step}"
             mo.plot_front(run.dir / "front.png", front["points"], front["known_front"], title=title)

@@ -24,7 +24,8 @@ encoder trains on each batch after its reward, ``epochs`` passes of minibatches 
   whole episode (here: its last ``memory`` steps, carried across PPO's rollouts), and its
   alpha (no mean subtracted, unlike the paper's (err - mean) / std). One departure: d_m^2
   takes in the batch's distances before its reward (the reference, after: its first
-  rollout divides by a mean of 0).
+  rollout divides by a mean of 0). Its encoder's inputs as E3B's (``obs_norm``); rllte's NGU
+  builds its pseudo-counts module with ``obs_rms=True`` whatever its own flag says.
 
 Time order. On ``Sequences`` [B, T] the episode runs along each row. On PPO's rollouts
 (``rollout=True``, row b is env b) E3B's C^{-1} and NGU's memory carry into the next rollout
@@ -45,7 +46,6 @@ from rl.batch import Sequences
 from rl.rewards.learned import (
     InverseDynamics,
     LearnedState,
-    ObsNorm,
     ObsNormed,
     action_input,
     masked_mean,
@@ -69,10 +69,6 @@ class _InverseDynamicsTerm:
     torso: str = "default"  # "rlexplore" (grids): RLeXplore's MinigridEncoder(features) is phi
 
     reads = frozenset({"obs", "action", "next_obs", "terminated", "truncated"})
-
-    @property
-    def _obs(self) -> ObsNorm:  # the encoder's input standardization: E3B's option, NGU's none
-        return ObsNorm()
 
     def _inputs(self, state, x):
         return self._obs(state.fixed["obs_stats"], x) if self._obs.on else x
@@ -179,7 +175,7 @@ class E3B(ObsNormed, _InverseDynamicsTerm):
 
 
 @dataclass(frozen=True)
-class NGU(_InverseDynamicsTerm):
+class NGU(ObsNormed, _InverseDynamicsTerm):
     k: int = 10  # neighbours
     kernel_eps: float = 1e-4  # eps of the kernel
     cluster: float = 8e-3  # xi: squared distances below this (relative) count as identical
@@ -189,11 +185,14 @@ class NGU(_InverseDynamicsTerm):
     lifelong: bool = True  # times RND's life-long modulator alpha
     max_modulator: float = 5.0  # L
     rnd: RND = RND()
+    obs_norm: str = "none"  # none | rms: the encoder's inputs standardized (rllte's NGU: always)
+    obs_clip: float = 5.0
 
     @property
     def warmup_steps(self) -> int:
-        """Its RND's: the life-long modulator's observation statistics warm up on random steps
-        (the Shaper's ``warm_up`` reaches them through :meth:`prepare`)."""
+        """Its RND's: the life-long modulator's observation statistics, and with ``obs_norm``
+        the encoder's, warm up on random steps (the Shaper's ``warm_up`` reaches them through
+        :meth:`prepare`)."""
         return self.rnd.warmup_steps if self.lifelong else 0
 
     def init(self, key, spec):
@@ -206,6 +205,7 @@ class NGU(_InverseDynamicsTerm):
             "mem": jnp.zeros((E, self.memory + 1, self.features), jnp.float32),  # +1: a scratch slot
             "count": jnp.zeros((E,), jnp.int32),  # embeddings written this episode
             "first": jnp.ones((E,), bool),
+            "obs_stats": self._obs.init(spec),
         }
         if self.lifelong:
             fixed["rnd"] = self.rnd.init(k_rnd, spec)
@@ -264,6 +264,9 @@ class NGU(_InverseDynamicsTerm):
         return batch.unflat(r)
 
     def prepare(self, state, batch):
+        """The batch's observations folded into the encoder's input statistics and its RND's
+        before the reward."""
+        state = ObsNormed.prepare(self, state, batch)
         if not self.lifelong:
             return state
         return state.replace(fixed={**state.fixed, "rnd": self.rnd.prepare(state.fixed["rnd"], batch)})
