@@ -577,6 +577,7 @@ class _Bandit(gym.Env):
         return np.array([1.0, self.t / 16], np.float32), reward, False, self.t >= 16, {}
 
 
+@pytest.mark.optimized  # execution-bound: XLA level 2 (tests/conftest.py)
 def test_dreamer_learns_a_continuous_bandit_through_imagination(tmp_path):
     """The whole path (replay chunks, world model, reward head, imagination, the actor's
     REINFORCE loss, LaProp) moves the policy: a random policy scores about 3 of 16, a learned

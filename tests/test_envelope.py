@@ -193,6 +193,7 @@ def _dst_cfg(tmp_path, **over):
     return config_lib.build(envelope.Config, overrides={**base, **over})
 
 
+@pytest.mark.optimized  # execution-bound: XLA level 2 (tests/conftest.py)
 def test_envelope_learns_most_of_deep_sea_treasures_front(tmp_path):
     """2,000 env steps (the experiment runs the full check: every one of the 10 points): the
     greedy front's hypervolume over 65% of the true front's 401.8 at (0, -25), at least 3 of

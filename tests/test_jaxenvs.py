@@ -186,6 +186,7 @@ def _rows(summary):
     return [json.loads(x) for x in open(summary["metrics"])]
 
 
+@pytest.mark.optimized  # execution-bound: XLA level 2 (tests/conftest.py)
 def test_jitted_ppo_solves_cartpole(tmp_path):
     cfg = config_lib.build(
         ppo.Config,

@@ -172,6 +172,7 @@ def test_rollout_values_and_observation_statistics():
     np.testing.assert_allclose(out["last_value"], v[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.optimized  # execution-bound: XLA level 2 (tests/conftest.py)
 def test_ppo_solves_cartpole(tmp_path):
     cfg = config_lib.build(ppo.Config, ["ppo-cartpole"], {"runs_dir": str(tmp_path)})
     summary = ppo.train(cfg)

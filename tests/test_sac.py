@@ -112,7 +112,9 @@ def _pendulum_cfg(tmp_path, **kw):
 
 
 def test_sac_learns_pendulum(tmp_path):
-    summary = sac.train(_pendulum_cfg(tmp_path, run_name="learn"))
+    summary = sac.train(
+        _pendulum_cfg(tmp_path, run_name="learn", total_steps=4000)
+    )  # seeds 0-2: -116 to -189
     assert summary["eval/episode_return"] >= -250, summary
 
 
