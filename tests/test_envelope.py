@@ -3,6 +3,7 @@ transcriptions of MORL-Baselines (``morl_baselines/multi_policy/envelope/envelop
 ``common/utils.py``), the evaluation's per-objective discounted returns by hand, learning most
 of Deep Sea Treasure's known front at a CI budget, bad input, resume after SIGKILL."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -47,6 +48,37 @@ def test_envelope_and_ddqn_targets_match_the_reference():
         envelope.ddqn_target(jnp.asarray(w), jnp.asarray(q_next[:, 0]), jnp.asarray(q_target[:, 0])),
         q_target[np.arange(n), 0, best],
     )
+
+
+def test_the_update_bootstraps_as_the_reference_over_every_row_and_preference():
+    """The reference runs both networks on all m * B x m (s', w') inputs; ours on the B x m
+    distinct ones and shares them across each transition's m rows: the same vectors, row by row."""
+    spec = envs.make_spec(DST, 1, 0)
+    cfg = config_lib.build(envelope.Config, overrides={"env": DST, "hidden": [32, 32]})
+    net = envelope.network(cfg, spec)
+    rng = np.random.default_rng(3)
+    b, m, k = 5, 4, spec.reward_dim
+    params, target = (envelope.init_params(cfg, spec, jax.random.PRNGKey(s))["params"] for s in (0, 1))
+    next_obs = jnp.asarray(rng.integers(0, 11, size=(b, *spec.obs_shape)), jnp.float32)
+    sampled = jnp.asarray(rng.dirichlet(np.ones(k), m), jnp.float32)
+    w = np.repeat(np.asarray(sampled), b, 0)  # the reference's repeat_interleave: row i * B + j has w_i
+    rows_obs = np.tile(np.asarray(next_obs), (m, 1))  # and transition j (``repeat``)
+    wide = np.repeat(rows_obs, m, 0).reshape(m * b, m, -1)  # envelope_target: every row with every w'
+    pairs = np.tile(np.asarray(sampled), (m * b, 1)).reshape(m * b, m, k)
+    q_next, q_target = (np.asarray(net.apply({"params": p}, wide, pairs)) for p in (params, target))
+    expected = _np_envelope_target(w, q_next, q_target)
+    got = envelope.bootstrap(cfg, net, params, target, next_obs, sampled)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # mutation: the online network's vectors instead of the target's differ
+    assert not np.allclose(
+        envelope.bootstrap(cfg, net, params, params, next_obs, sampled), expected, atol=1e-3
+    )
+    ddqn = envelope.bootstrap(
+        dataclasses.replace(cfg, envelope=False), net, params, target, next_obs, sampled
+    )
+    online, tgt = (np.asarray(net.apply({"params": p}, rows_obs, w)) for p in (params, target))
+    best = np.einsum("nk,nak->na", w, online).argmax(1)
+    np.testing.assert_allclose(ddqn, tgt[np.arange(m * b), best], rtol=1e-5, atol=1e-6)
 
 
 def test_the_loss_is_the_homotopy_of_the_vector_and_scalarized_errors():

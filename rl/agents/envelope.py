@@ -258,6 +258,28 @@ def new_priorities(priority, max_priority, slots, q, y, w, alpha: float):
     return priority.at[rows, j].set(p, mode="drop"), jnp.maximum(max_priority, p.max())
 
 
+def bootstrap(cfg: Config, net: QNet, params, target, next_obs, sampled):
+    """The bootstrap vectors [m * B, k] of the rows (w_i, transition j) in the update's order
+    (row i * B + j). Envelope: Q(s'_j, a, w') for every sampled w' depends on the transition
+    only, not on the row's own w, so the networks run on the B x m distinct (s', w') pairs and
+    the result is shared by the m rows of each transition; the reference evaluates all
+    m * B x m (``envelope_target``'s repeat), the same numbers for m times the compute."""
+    m, b, k = sampled.shape[0], next_obs.shape[0], sampled.shape[1]
+    w = jnp.repeat(sampled, b, 0)
+    if not cfg.envelope:
+        wide_obs = jnp.tile(next_obs, (m,) + (1,) * (next_obs.ndim - 1))
+        return ddqn_target(
+            w, net.apply({"params": params}, wide_obs, w), net.apply({"params": target}, wide_obs, w)
+        )
+    pairs = jnp.broadcast_to(sampled, (b, m, k))  # every transition, every w'
+    wide = jnp.broadcast_to(next_obs[:, None], (b, m, *next_obs.shape[1:]))
+
+    def per_row(p):  # [B, m, A, k] -> [m * B, m, A, k]: row i * B + j reads transition j
+        return jnp.tile(net.apply({"params": p}, wide, pairs), (m, 1, 1, 1))
+
+    return envelope_target(w, per_row(params), per_row(target))
+
+
 def update(
     cfg: Config, spec: envs.EnvSpec, shaper: Shaper, state: State, batch: batch_lib.Transitions, slots=None
 ):
@@ -278,22 +300,9 @@ def update(
     def tile(x):
         return jnp.tile(x, (m,) + (1,) * (x.ndim - 1))
 
-    obs, next_obs, action = tile(batch.obs), tile(batch.next_obs), tile(batch.action).astype(jnp.int32)
+    obs, action = tile(batch.obs), tile(batch.action).astype(jnp.int32)
     reward, discount = tile(rewards.total), tile(batch.discount)
-    if cfg.envelope:
-        pairs = jnp.broadcast_to(sampled, (m * b, m, spec.reward_dim))  # every row, every w'
-        wide = jnp.broadcast_to(next_obs[:, None], (m * b, m, *next_obs.shape[1:]))
-        boot = envelope_target(
-            w,
-            net.apply({"params": state.params}, wide, pairs),
-            net.apply({"params": state.target}, wide, pairs),
-        )
-    else:
-        boot = ddqn_target(
-            w,
-            net.apply({"params": state.params}, next_obs, w),
-            net.apply({"params": state.target}, next_obs, w),
-        )
+    boot = bootstrap(cfg, net, state.params, state.target, batch.next_obs, sampled)
     y = jax.lax.stop_gradient(reward + cfg.gamma * discount[:, None] * boot)
     lam = homotopy(cfg, state.step)
 
