@@ -1,6 +1,6 @@
 """``rl``: train, resume, evaluate, list envs, benchmark.
 
-rl train AGENT --env ID [--config PRESET ...] [key=value ...]
+rl train AGENT --env ID [--config PRESET ...] [--seeds 0,1,2] [key=value ...]
 rl resume RUN_DIR
 rl eval RUN_DIR [--episodes N] [--video]
 rl demos RUN_DIR --episodes N --out FILE
@@ -30,7 +30,27 @@ def _train(args) -> None:
     if args.env:
         overrides["env"] = args.env
     cfg = config_lib.build(module.Config, presets + (args.config or []), overrides)
-    module.train(cfg)
+    if args.seeds is None:
+        module.train(cfg)
+        return
+    seeds = _seed_list(args.seeds)
+    if not hasattr(module, "train_seeds"):
+        raise ValueError(f"--seeds: {args.agent} trains one seed per process; pass seed=N instead")
+    if len(seeds) > 1 and cfg.run_name and "{seed}" not in cfg.run_name:
+        raise ValueError(
+            f"--seeds: run_name={cfg.run_name!r} needs a {{seed}} field, one run directory per seed"
+        )
+    module.train_seeds(cfg, seeds)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: a seed is repeated")
+    return seeds
 
 
 def _resume(args) -> None:
@@ -112,6 +132,11 @@ def main(argv=None) -> int:
     t.add_argument("agent", help=f"one of: {', '.join(agents.AGENTS)}")
     t.add_argument("--env", help="namespace:id, e.g. gym:HalfCheetah-v5 (see `rl envs`)")
     t.add_argument("--config", action="append", help="YAML preset in configs/ or a path (repeatable)")
+    t.add_argument(
+        "--seeds",
+        help="comma-separated seeds trained side by side in one vmapped program (PPO on a JAX-native "
+        "env), one run directory each; run_name, if set, takes a {seed} field",
+    )
     t.add_argument("overrides", nargs="*", help="key=value config overrides (nested keys with dots)")
     t.set_defaults(fn=_train)
 

@@ -34,6 +34,7 @@ class Job:
     cmd: tuple[str, ...]
     run_dir: Path
     log: Path
+    parts: tuple[Job, ...] = ()  # a vmapped group: one job per seed, run by ``cmd`` together
 
 
 def common_args(p: argparse.ArgumentParser, arms, budgets) -> None:
@@ -47,6 +48,19 @@ def common_args(p: argparse.ArgumentParser, arms, budgets) -> None:
     p.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
     p.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: one per core)"
+    )
+    p.add_argument(
+        "--vmap-seeds",
+        action="store_true",
+        help="train each arm's seeds side by side in one process (`rl train --seeds`: PPO on a "
+        "JAX-native env, one vmapped program; on a GPU that costs about what one seed does)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every run, after the budget's (repeatable), e.g. checkpoint_every=0",
     )
     p.add_argument("--runs-dir", default="runs", help="root of the run directories")
     p.add_argument("--report", help="report.md's folder (default: the experiment's run folder)")
@@ -83,7 +97,22 @@ def job(experiment: str, runs_dir, arm_name: str, arm: Arm, task: str, seed: int
     return Job(name, tuple(cmd), root / name, root / "logs" / f"{name}.log")
 
 
+def vmapped(jobs: list[Job]) -> Job:
+    """One process for the seeds of one arm and task (``rl train --seeds``), each seed's run
+    directory named as its own job would name it."""
+    first, stem = jobs[0], jobs[0].name.rsplit("__s", 1)[0]
+    seeds = [j.name.rsplit("__s", 1)[1] for j in jobs]
+    cmd = [x for x in first.cmd if not x.startswith(("seed=", "run_name="))]
+    cmd += ["--seeds", ",".join(seeds), f"run_name={stem}__s{{seed}}"]
+    name = f"{stem}__s{'+'.join(seeds)}"
+    return Job(name, tuple(cmd), first.run_dir, first.log.with_name(f"{name}.log"), tuple(jobs))
+
+
 def run_one(j: Job) -> int:
+    if j.parts:  # a vmapped group runs together only from scratch; a started seed goes on alone
+        if not any(p.run_dir.exists() for p in j.parts):
+            return _run(j.cmd, j.log)
+        return max(run_one(p) for p in j.parts)
     if (j.run_dir / "summary.json").exists():
         return 0  # finished earlier
     cmd = list(j.cmd)
@@ -91,10 +120,14 @@ def run_one(j: Job) -> int:
         cmd = [sys.executable, "-m", "rl.cli", "resume", str(j.run_dir)]  # crashed: continue it
     elif j.run_dir.exists():
         shutil.rmtree(j.run_dir)  # died before its first checkpoint: start again
-    j.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(j.log, "w") as f:
+    return _run(cmd, j.log)
+
+
+def _run(cmd, log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        return subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
 
 
 def worker_result(script, *args) -> dict:
@@ -148,6 +181,8 @@ def grid_main(
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_args(p, arms, budgets)
     args = p.parse_args(argv)
+    if bad := [x for x in args.set if "=" not in x]:
+        p.error(f"--set {bad[0]!r}: expected KEY=VALUE")
     args.budget = args.budget or ("paper" if args.steps else "smoke")
     steps, seeds, extra = budgets[args.budget]
     per_arm = parse_steps(p, args.steps, arms)
@@ -162,8 +197,9 @@ def grid_main(
             overrides = [*tasks[task], f"total_steps={per_arm.get(arm, steps)}"]
             if args.budget == "smoke":  # a task's smoke overrides, then an (arm, task)'s
                 overrides += [*smoke.get(task, []), *smoke.get((arm, task), [])]
-            overrides += [f"{k}={v}" for k, v in extra.items()]
-            jobs += [job(name, args.runs_dir, arm, arms[arm], task, s, overrides) for s in seeds]
+            overrides += [f"{k}={v}" for k, v in extra.items()] + args.set
+            group = [job(name, args.runs_dir, arm, arms[arm], task, s, overrides) for s in seeds]
+            jobs += [vmapped(group)] if args.vmap_seeds else group
     failed = [] if args.report_only else launch(jobs, args.jobs)
 
     root = Path(args.runs_dir) / name

@@ -473,3 +473,32 @@ def test_the_ibarz_experiment_builds_its_arms_and_needs_its_demonstrator(tmp_pat
                     assert (cfg.bc_epochs > 0) == (name == "pref_demos") == (stream.get("demo_pairs", 0) > 0)
     with pytest.raises(FileNotFoundError, match="demonstrator"):
         ibarz_atari.record_demos(tmp_path, "atari:Pong", 2)
+
+
+def test_vmap_seeds_groups_an_arms_seeds_into_one_rl_train_and_resumes_them_alone(tmp_path, monkeypatch):
+    from rl import experiment as experiment_lib
+
+    arm = experiment_lib.Arm("ppo", ("shaper.terms=[e3b]",))
+    parts = [
+        experiment_lib.job("x", tmp_path, "e3b", arm, "xminigrid:DoorKey", s, ["total_steps=64"])
+        for s in (0, 3)
+    ]
+    group = experiment_lib.vmapped(parts)
+    cmd = list(group.cmd)
+    assert cmd[cmd.index("--seeds") + 1] == "0,3"
+    assert "run_name=e3b__xminigrid-DoorKey__s{seed}" in cmd and not any(x.startswith("seed=") for x in cmd)
+    assert [x for x in cmd if x.startswith(("shaper.", "total_steps"))] == [
+        "shaper.terms=[e3b]",
+        "total_steps=64",
+    ]
+    # the names the runs get are the ones each seed's own job expects
+    assert [p.run_dir.name for p in parts] == ["e3b__xminigrid-DoorKey__s0", "e3b__xminigrid-DoorKey__s3"]
+    ran = []
+    monkeypatch.setattr(experiment_lib, "_run", lambda cmd, log: ran.append(list(cmd)) or 0)
+    assert experiment_lib.run_one(group) == 0 and ran == [cmd]  # nothing started: together
+    ran.clear()
+    (parts[1].run_dir / "checkpoints" / "step_64").mkdir(parents=True)
+    (parts[1].run_dir / "checkpoints" / "step_64" / "meta.json").write_text("{}")
+    assert experiment_lib.run_one(group) == 0
+    assert [c[c.index("rl.cli") + 1] for c in ran] == ["train", "resume"]  # seed 3 resumes alone
+    assert "seed=0" in ran[0] and str(parts[1].run_dir) in ran[1]

@@ -304,3 +304,31 @@ def test_rnd_observation_statistics_warm_up_on_random_steps(tmp_path):
         checkpoint.latest(tmp_path / "h" / "h" / "checkpoints"), template, ppo.init_loop(host, spec)
     )[0]
     assert float(state.shaper.terms["rnd"].fixed["obs_stats"].count) == pytest.approx(25 * 4 + 128, abs=1e-3)
+
+
+def test_rl_train_seeds_vmaps_them_into_one_run_directory_each(tmp_path, capsys):
+    """``rl train ppo --seeds 0,1``: one program, a run directory per seed named by ``{seed}``,
+    each seed's run the one ``seed=N`` alone trains (the test above); bad uses fail first."""
+    from rl import cli
+
+    args = ["train", "ppo", "--seeds", "0,1", *(f"{k}={v}" for k, v in TINY.items()), f"runs_dir={tmp_path}"]
+    assert cli.main([*args, "experiment=g", "run_name=tiny__s{seed}"]) == 0
+    dirs = sorted(p.name for p in (tmp_path / "g").iterdir())
+    assert dirs == ["tiny__s0", "tiny__s1"]
+    seeds = [config_lib.load_yaml(tmp_path / "g" / d / "config.yaml")["seed"] for d in dirs]
+    assert seeds == [0, 1]
+    assert all((tmp_path / "g" / d / "summary.json").exists() for d in dirs)
+    # the same names again: refused before either directory is touched
+    written = (tmp_path / "g" / "tiny__s1" / "metrics.jsonl").read_bytes()
+    assert cli.main([*args, "experiment=g", "run_name=tiny__s{seed}"]) == 2
+    assert "resume them one by one" in capsys.readouterr().err
+    assert (tmp_path / "g" / "tiny__s1" / "metrics.jsonl").read_bytes() == written
+    for bad, why in [
+        ([*args, "run_name=tiny"], "needs a {seed} field"),
+        (["train", "ppo", "--seeds", "0,1", "--env", "gym:CartPole-v1", f"runs_dir={tmp_path}/h"], "host loop"),
+        (["train", "sac", "--seeds", "0,1", "--env", "gym:Pendulum-v1", f"runs_dir={tmp_path}/h"], "one seed per process"),
+        ([*args, "--seeds", "0,0"], "repeated"),
+    ]:  # fmt: skip
+        assert cli.main(bad) == 2
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import flax.linen as nn
@@ -847,6 +848,17 @@ def episodes_of(done, ret, length) -> list[dict]:
     ]
 
 
+def train_seeds(cfg: Config, seeds: list[int]) -> list[dict]:
+    """``rl train ppo --seeds 0,1,2``: the seeds side by side in one vmapped program (the
+    jitted path only); a ``{seed}`` in ``run_name`` names each seed's run directory."""
+    if not (jaxenvs.is_jax(cfg.env) and cfg.jit_env):
+        raise ValueError(
+            f"several seeds in one program need PPO's jitted path (a JAX-native env and jit_env=true); "
+            f"{cfg.env} runs on the host loop: launch one process per seed"
+        )
+    return train_jitted(cfg, seeds=seeds)
+
+
 def train_jitted(
     cfg: Config, runs: list[Run] | None = None, resume=None, shaper: Shaper | None = None, seeds=None
 ) -> list[dict]:
@@ -873,8 +885,18 @@ def train_jitted(
         )
     shaper.check(provided(shaper, spec), "PPO's jitted path")
     shaper.check_scalar(spec.reward_shape, "PPO")
-    cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
-    runs = runs or [Run.create(c, "ppo") for c in cfgs]
+    cfgs = [dataclasses.replace(cfg, seed=s, run_name=cfg.run_name.replace("{seed}", str(s))) for s in seeds]
+    if runs is None:
+        taken = [
+            d
+            for c in cfgs
+            if c.run_name and ((d := Path(c.runs_dir) / c.experiment / c.run_name) / "config.yaml").exists()
+        ]
+        if taken:  # before any seed's directory is made
+            raise FileExistsError(
+                f"run directories exist: {', '.join(map(str, taken))}; resume them one by one"
+            )
+        runs = [Run.create(c, "ppo") for c in cfgs]
     print(config_lib.to_yaml(runs[0].cfg), flush=True)
     if resume is not None:
         check_resumed_shaper(resume, shaper)
