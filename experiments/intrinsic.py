@@ -5,6 +5,8 @@ Intrinsically-Motivated Reinforcement Learning") and HIRE's fusions, with PPO's 
     python experiments/intrinsic.py --budget paper --jobs 1          # 10M steps x 5 seeds x 11 arms
     python experiments/intrinsic.py --steps 2000000 --jobs 1         # a stated fraction
     python experiments/intrinsic.py --report-only
+    python experiments/intrinsic.py --milestones runs/intrinsic-paper   # first success, solved from, ...
+    python experiments/intrinsic.py --budget paper --vmap-seeds --jobs 7 # an arm's seeds in one program (GPU)
     python experiments/intrinsic.py --tasks minigrid:MiniGrid-DoorKey-16x16-v0 --arms ppo --steps 3000000
                                          # Farama MiniGrid (RLeXplore's env) on the host loop
 
@@ -154,7 +156,56 @@ PUBLISHED = {
 REFERENCES = {(arm, task): (v, "RLeXplore, 10M steps") for arm, v in PUBLISHED.items() for task in TASKS}
 
 
+def milestones(root, threshold: float = 0.5, min_episodes: int = 20) -> str:
+    """A markdown table of each run's milestones on a sparse task, read off its metrics.jsonl
+    (finished or not): the first log window with a success (env reward > 0), the first whose
+    >= ``min_episodes`` finished episodes average a return above ``threshold`` ("solved"),
+    the env return summed over training (the per-step mean env reward of each window times
+    its steps: about 0.6 a success here) and the last window's episodes, return and entropy."""
+    from rl.report import find_runs
+    from rl.runs import read_metrics
+
+    lines = [
+        "| run | env steps | first success | solved from | env return summed | last window: episodes, return | entropy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in find_runs(root):
+        rows = [r for r in read_metrics(Path(run["dir"]) / "metrics.jsonl") if "reward/extrinsic" in r]
+        if not rows:
+            continue
+        steps = [r["step"] for r in rows]
+        gaps = [b - a for a, b in zip([0, *steps], steps)]
+        first = next((r["step"] for r in rows if r["reward/extrinsic"] > 0), None)
+        solved = next(
+            (
+                r["step"]
+                for r in rows
+                if r.get("train/episodes", 0) >= min_episodes and r["train/episode_return"] > threshold
+            ),
+            None,
+        )
+        summed = sum(r["reward/extrinsic"] * g for r, g in zip(rows, gaps))
+        last = rows[-1]
+        n = last.get("train/episodes", 0)
+        window = f"{n}, {last['train/episode_return']:.2f}" if n else "0, -"
+
+        def m(x):
+            return "-" if x is None else f"{x / 1e6:.2f}M"
+
+        lines.append(
+            f"| {run['name']} | {m(last['step'])} | {m(first)} | {m(solved)} | {summed:.1f} | {window} | {last['ppo/entropy']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--milestones" in argv:  # python experiments/intrinsic.py --milestones RUNS_DIR
+        i = argv.index("--milestones")
+        if i + 1 >= len(argv) or not Path(argv[i + 1]).is_dir():
+            raise SystemExit("--milestones needs a folder of run directories")
+        print(milestones(argv[i + 1]))
+        return 0
     return experiment_lib.grid_main(
         argv,
         __doc__,

@@ -502,3 +502,28 @@ def test_vmap_seeds_groups_an_arms_seeds_into_one_rl_train_and_resumes_them_alon
     assert experiment_lib.run_one(group) == 0
     assert [c[c.index("rl.cli") + 1] for c in ran] == ["train", "resume"]  # seed 3 resumes alone
     assert "seed=0" in ran[0] and str(parts[1].run_dir) in ran[1]
+
+
+def test_the_intrinsic_milestones_read_first_success_and_solved_off_the_metrics(tmp_path):
+    """A window of one lucky episode is not "solved"; the summed env return weighs each
+    window's per-step mean reward by its steps."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import intrinsic
+
+    d = tmp_path / "e3b__xminigrid-DoorKey__s0"
+    d.mkdir()
+    (d / "config.yaml").write_text(
+        "agent: ppo\nenv: xminigrid:DoorKey\nseed: 0\nrun_name: e3b__xminigrid-DoorKey__s0\n"
+    )
+    rows = [
+        {"step": 1_000_000, "reward/extrinsic": 0.0, "ppo/entropy": 1.9},
+        {"step": 2_000_000, "reward/extrinsic": 0.01, "train/episodes": 1, "train/episode_return": 0.9, "ppo/entropy": 1.5},
+        {"step": 4_000_000, "reward/extrinsic": 0.02, "train/episodes": 30, "train/episode_return": 0.4, "ppo/entropy": 1.2},
+        {"step": 5_000_000, "reward/extrinsic": 0.5, "train/episodes": 40, "train/episode_return": 0.8, "ppo/entropy": 0.7},
+    ]  # fmt: skip
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = intrinsic.milestones(tmp_path)
+    row = table.splitlines()[-1]
+    # first success at 2M; solved at 5M (2M has 1 episode, 4M averages 0.4); 0.01 x 1M + 0.02 x 2M + 0.5 x 1M
+    assert row == "| e3b__xminigrid-DoorKey__s0 | 5.00M | 2.00M | 5.00M | 550000.0 | 40, 0.80 | 0.70 |", table
+    assert intrinsic.milestones(tmp_path, min_episodes=1).splitlines()[-1].split(" | ")[3] == "2.00M"
