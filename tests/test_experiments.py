@@ -527,3 +527,22 @@ def test_the_intrinsic_milestones_read_first_success_and_solved_off_the_metrics(
     # first success at 2M; solved at 5M (2M has 1 episode, 4M averages 0.4); 0.01 x 1M + 0.02 x 2M + 0.5 x 1M
     assert row == "| e3b__xminigrid-DoorKey__s0 | 5.00M | 2.00M | 5.00M | 550000.0 | 40, 0.80 | 0.70 |", table
     assert intrinsic.milestones(tmp_path, min_episodes=1).splitlines()[-1].split(" | ")[3] == "2.00M"
+
+
+def test_pebbles_pair_accuracy_ranks_segments_inside_episodes():
+    """A reward equal to the true one up to scale and shift orders every pair right (1.0), its
+    negation every pair wrong; no window crosses an episode boundary."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import pebble
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=600)
+    ep = np.repeat([0, 1, 2], 200)
+    assert pebble.pair_accuracy(3 * true + 1, true, ep, 50, 1000)["accuracy"] == 1.0
+    assert pebble.pair_accuracy(-true, true, ep, 50, 1000)["accuracy"] == 0.0
+    assert 0.3 < pebble.pair_accuracy(rng.normal(size=600), true, ep, 50, 1000)["accuracy"] < 0.7
+    # episodes of 60 steps: a window of 50 starts at steps 0-10 of each, never across a boundary
+    starts = pebble.window_starts(np.repeat(np.arange(10), 60), 50)
+    assert starts.tolist() == [60 * e + k for e in range(10) for k in range(11)]
+    with pytest.raises(ValueError, match="windows inside episodes"):
+        pebble.pair_accuracy(true[:60], true[:60], np.arange(60), 50, 10)

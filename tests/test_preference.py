@@ -3,6 +3,8 @@ B-Pref's reward_model.py (rll-research/BPref): the Bradley-Terry loss and its gr
 scripted teachers' get_label, query selection, and recovery of a known reward."""
 
 import json
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -269,6 +271,13 @@ def test_pebble_on_pendulum_queries_labels_fits_and_relabels_at_sample_time(tmp_
     learned = shaper.streams[2].term.reward(term_state, batch)
     np.testing.assert_allclose(shaper(state.shaper, batch, 300).total, learned, rtol=1e-5)
     assert float(jnp.max(batch.reward)) <= 0.0 and float(jnp.abs(learned).max()) < 1.0  # stored: Pendulum's
+    # the held-out check of experiments/pebble.py reads this run: fresh episodes, greedy and random
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    import pebble
+
+    held = pebble.held_out_accuracy(run, episodes=2, pairs=300)
+    assert held["steps"] == 400 and 0 < held["pairs"] <= 300 and 0.0 <= held["accuracy"] <= 1.0
+    assert held["checkpoint"] == "step_000000000300" and -1.0 <= held["pearson"] <= 1.0
 
 
 # -- reward distances ------------------------------------------------------------------------
