@@ -403,3 +403,43 @@ def test_a_shaper_splits_into_two_whose_totals_add_up_and_refuses_a_split_fusion
     with pytest.raises(ValueError, match="only fuse='sum' splits"):
         Shaper(whole.streams, fuse="max").split(["b"])
     Shaper(whole.streams, fuse="max").split(["a", "b"])  # all intrinsic streams on one side: fine
+
+
+class Poison(Fixed):
+    """A term whose reward is NaN: computing it anywhere shows in the total (0 x NaN = NaN)."""
+
+    reads = frozenset({"a"})
+
+    def reward(self, state, batch):
+        return batch.get("a") * jnp.nan
+
+
+class SteppedPoison(Poison):
+    """The same through ``step`` (reward and update in one pass, as the k-NN terms)."""
+
+    def step(self, state, batch, key):
+        return self.reward(state, batch), state, {"calls": jnp.float32(1.0)}
+
+
+@pytest.mark.parametrize("term", [Poison(), SteppedPoison()])
+def test_a_windowed_stream_is_not_computed_outside_its_window(term):
+    """PEBBLE's phases: the k-NN state entropy stops at 10k env steps, the learned reward starts
+    there. Outside its ``Window`` a stream's weight is 0; it is not computed at all (the NaN
+    term leaves the total finite), and its running statistics stand still. Mutation: computing
+    it and multiplying by the zero weight makes the total NaN."""
+    from rl.rewards.schedules import Window
+
+    batch = _batch()
+    shaper = Shaper((Stream("extrinsic", Extrinsic()), Stream("p", term, Window(1.0, 100, 200), "std")))
+    state = shaper.init(jax.random.PRNGKey(0), None)
+    for call in (
+        jax.jit(shaper.__call__),
+        lambda s, b, t: jax.jit(shaper.step)(s, b, jax.random.PRNGKey(1), t)[1],
+    ):
+        for t in (0, 99, 200, 5000):
+            np.testing.assert_allclose(call(state, batch, t).total, batch.reward, err_msg=str(t))
+        assert np.isnan(np.asarray(call(state, batch, 150).total)).all()  # inside: computed
+    new, _, metrics = jax.jit(shaper.step)(state, batch, jax.random.PRNGKey(1), 50)
+    assert float(new.stats["p"].count) == float(state.stats["p"].count)
+    if isinstance(term, SteppedPoison):
+        assert float(metrics["reward/p/calls"]) == 0.0

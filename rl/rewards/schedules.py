@@ -57,10 +57,12 @@ class Window:
     start: int = 0
     stop: int = 0
 
-    def __call__(self, t):
+    def on(self, t):
         t = jnp.asarray(t, jnp.int32)
-        on = (t >= self.start) & ((t < self.stop) if self.stop else True)
-        return jnp.where(on, jnp.float32(self.value), jnp.float32(0.0))
+        return (t >= self.start) & ((t < self.stop) if self.stop else True)
+
+    def __call__(self, t):
+        return jnp.where(self.on(t), jnp.float32(self.value), jnp.float32(0.0))
 
 
 Schedule = Constant | Linear | Decay | Window

@@ -35,7 +35,7 @@ from flax import serialization
 from rl.batch import Sequences, Transitions
 from rl.returns import discounted_returns
 from rl.rewards import multiobjective, registry, transforms
-from rl.rewards.schedules import Schedule, as_schedule
+from rl.rewards.schedules import Schedule, Window, as_schedule
 from rl.rewards.stats import RunningStats
 from rl.rewards.term import Extrinsic, Term
 
@@ -136,6 +136,11 @@ class Rewards:
         if self.intrinsic is not None:
             out["reward/intrinsic"] = mean(self.intrinsic)
         return out
+
+
+def _zeros(shapes, *_):
+    """Zeros of the shapes and dtypes of ``jax.eval_shape``'s output."""
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
 
 def _start_returns(carry, raw, batch):
@@ -340,6 +345,23 @@ class Shaper:
             return s.term.reward(state.terms[s.name], batch, state.frozen[s.name])
         return s.term.reward(state.terms[s.name], batch)
 
+    @staticmethod
+    def _live(s: Stream, t):
+        """Whether a windowed stream is on at ``t``; None for the streams always computed. A
+        stream weighted by a ``Window`` is not computed outside it, where its weight is exactly
+        0 (PEBBLE's k-NN state entropy after its unsupervised phase, the learned reward before
+        its first session): its raw value reads 0 there and its statistics stand still."""
+        return s.weight.on(t) if isinstance(s.weight, Window) and jnp.ndim(t) == 0 else None
+
+    @staticmethod
+    def _gated(live, fn, off, *args):
+        """``fn(*args)`` where ``live`` (one branch runs: ``lax.cond``), else ``off(out, *args)``
+        given ``fn``'s output shapes."""
+        if live is None:
+            return fn(*args)
+        shapes = jax.eval_shape(fn, *args)
+        return jax.lax.cond(live, fn, lambda *a: off(shapes, *a), *args)
+
     def _stat_values(self, s: Stream, state: ShaperState, raw, batch):
         """What a stream's running statistics see: the values, or their discounted returns
         along the rows of a ``Sequences`` (``return``); and the carried returns after."""
@@ -406,7 +428,12 @@ class Shaper:
 
     def __call__(self, state: ShaperState, batch: Transitions | Sequences, t) -> Rewards:
         """The rewards of ``batch`` at env step ``t`` under the current statistics (pure)."""
-        raw = {s.name: self._raw(s, state, batch) for s in self.streams}
+        raw = {
+            s.name: self._gated(
+                self._live(s, t), lambda st, b, s=s: self._raw(s, st, b), _zeros, state, batch
+            )
+            for s in self.streams
+        }
         return self._combine(raw, state.stats, batch, t)
 
     def step(self, state: ShaperState, batch, key, t) -> tuple[ShaperState, Rewards, dict]:
@@ -423,11 +450,18 @@ class Shaper:
         keys = dict(zip((s.name for s in self.streams), jax.random.split(key, len(self.streams))))
         raw, stepped, metrics = {}, {}, {}
         for s in self.streams:  # ``step``: a term's reward and update sharing one pass (embeddings, k-NN)
+            live = self._live(s, t)
             if hasattr(s.term, "step") and s.name not in state.frozen:
-                raw[s.name], stepped[s.name], m = s.term.step(state.terms[s.name], batch, keys[s.name])
+
+                def off(shapes, ts, b, k):  # outside its window: the term's state unchanged
+                    return _zeros(shapes[0]), ts, _zeros(shapes[2])
+
+                raw[s.name], stepped[s.name], m = self._gated(
+                    live, s.term.step, off, state.terms[s.name], batch, keys[s.name]
+                )
                 metrics.update({f"reward/{s.name}/{name}": v for name, v in m.items()})
             else:
-                raw[s.name] = self._raw(s, state, batch)
+                raw[s.name] = self._gated(live, lambda st, b, s=s: self._raw(s, st, b), _zeros, state, batch)
         stats, returns = dict(state.stats), dict(state.returns)
         mask = batch.mask
         for s in self.streams:
@@ -436,7 +470,9 @@ class Shaper:
             values, carried = self._stat_values(s, state, raw[s.name], batch)
             if carried is not None:
                 returns[s.name] = carried
-            stats[s.name] = stats[s.name].merge_masked(values, mask)
+            live = self._live(s, t)
+            seen = mask if live is None else mask & live  # a stream outside its window adds nothing
+            stats[s.name] = stats[s.name].merge_masked(values, seen)
         rewards = self._combine(raw, stats, batch, t)
         terms = {**state.terms, **stepped}
         for s in self.streams:
