@@ -394,3 +394,20 @@ def test_the_teachers_recent_returns_round_trip_through_the_loop_state():
     again.returns = [3.0]
     again.restore(again.recent())
     assert again.returns == [3.0]
+
+
+def test_the_reward_ensemble_starts_unsaturated_on_raw_locomotion_scales():
+    """B-Pref's reward nets keep torch's nn.Linear init. On inputs of walker-walk's scale (raw
+    velocities: std about 10) no member starts with its tanh saturated; with lecun normal
+    (the mutation) about half the outputs start beyond |r| > 0.99, where the Bradley-Terry
+    gradient vanishes (two of three members stalled at 33% accuracy on walker-walk so)."""
+    from rl.nets import ensemble
+    from rl.rewards.preference import RewardNet
+
+    x = 10.0 * jax.random.normal(jax.random.PRNGKey(0), (4096, 30))
+    net = ensemble(RewardNet, 3)((256, 256, 256), False)
+    r = net.apply({"params": net.init(jax.random.PRNGKey(1), x[:1])["params"]}, x)
+    assert r.shape == (3, 4096)
+    saturated = np.asarray((jnp.abs(r) > 0.99).mean(1))
+    assert (saturated < 0.05).all(), saturated
+    assert (np.asarray(r.std(1)) > 0.05).all()  # and not flat: the members tell inputs apart

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rl.nets import ensemble
+from rl.nets import ensemble, torch_uniform
 from rl.rewards.learned import LearnedState, action_input, spec_fields
 
 HUMAN = "human"  # labels from a person through ``rl label`` (``rl.rewards.feedback``)
@@ -133,9 +133,19 @@ class RewardNet(nn.Module):
     def __call__(self, x):
         if self.image:
             x = ClipCNN()(x)
+
+        def dense(n, x):
+            if self.image:
+                return nn.Dense(n)(x)
+            # B-Pref's gen_net keeps torch's nn.Linear init: a third of lecun normal's variance a
+            # layer. With lecun normal, walker-walk's raw observations drove 2 of 3 members'
+            # tanh to -1 on 95% of inputs, where no gradient reaches them (the fit then stalled
+            # at 33% accuracy for those members)
+            return nn.Dense(n, kernel_init=torch_uniform(), bias_init=torch_uniform(x.shape[-1]))(x)
+
         for h in self.hidden:
-            x = nn.leaky_relu(nn.Dense(h)(x))
-        return jnp.tanh(nn.Dense(1)(x))[..., 0]
+            x = nn.leaky_relu(dense(h, x))
+        return jnp.tanh(dense(1, x))[..., 0]
 
 
 def bradley_terry_loss(ret1, ret2, label):
